@@ -1,0 +1,1 @@
+//! `qbd-bench`: transport and end-to-end benchmarks. Arrives with the transport issue.

@@ -1,0 +1,1 @@
+//! `qbd`: verify, repair, dedupe, inspect. Arrives with the verify/repair issue.
