@@ -1,0 +1,298 @@
+//! The directory backend's data path: part files, blocks, records, sync.
+//!
+//! A block write is: read the records of the range, keep only blocks whose
+//! stored generation is older (or whose record is invalid), write their data,
+//! then their records. The part is marked dirty *after* the writes, so a
+//! concurrent `sync` either covers them or leaves them dirty for the next.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use rustix::fs::{fallocate, FallocateFlags};
+
+use super::{DirBackend, OpenVolume};
+use crate::backend::{
+    Backend, BackendError, BackendResult, BlockState, BlockWrite, PartId, PartRead, RawBlock, WriteData, WriteOutcome,
+};
+use crate::format::header::{PartHeader, HEADER_LEN};
+use crate::format::record::{MetaRecord, RecordPos, RECORD_SIZE};
+use crate::CoreError;
+
+/// Whether a part file exists for reading.
+enum Handle {
+    Open(Arc<File>),
+    /// Absent and never allocated: reads as zeros.
+    NeverWritten,
+}
+
+impl DirBackend {
+    fn corrupt(&self, part: PartId, why: impl Into<String>) -> BackendError {
+        BackendError::PartCorrupt { part, backend: self.describe(), why: why.into() }
+    }
+
+    /// Opens (or finds cached) the file of `part`, checking header and size.
+    fn handle(&self, v: &OpenVolume, part: PartId) -> BackendResult<Handle> {
+        if let Some(f) = v.files.read().ok().and_then(|m| m.get(&part).cloned()) {
+            return Ok(Handle::Open(f));
+        }
+        let path = self.part_path(v.meta.number, part);
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let allocated = v.alloc.lock().map(|a| a.map.get(part.chunk)).unwrap_or(true);
+                if allocated {
+                    return Err(BackendError::PartMissing { part, backend: self.describe() });
+                }
+                return Ok(Handle::NeverWritten);
+            }
+            Err(e) => return Err(CoreError::io("open", &path, e).into()),
+        };
+        self.check_file(v, part, &file)?;
+        let file = Arc::new(file);
+        if let Ok(mut m) = v.files.write() {
+            m.insert(part, file.clone());
+        }
+        Ok(Handle::Open(file))
+    }
+
+    fn check_file(&self, v: &OpenVolume, part: PartId, file: &File) -> BackendResult<()> {
+        let mut hdr = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut hdr, 0).map_err(|e| self.corrupt(part, format!("header unreadable: {e}")))?;
+        let found = PartHeader::decode(&hdr).map_err(|e| self.corrupt(part, e.to_string()))?;
+        let expected = self.expected_header(v, part)?;
+        v.layout.check_header(&found, &expected).map_err(|e| self.corrupt(part, e.to_string()))?;
+        let len = file.metadata().map_err(|e| self.corrupt(part, e.to_string()))?.len();
+        if len != v.layout.file_size {
+            return Err(self.corrupt(part, format!("size {len}, expected {}", v.layout.file_size)));
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, v: &OpenVolume, first: u32, count: u32) -> BackendResult<()> {
+        if count == 0 || u64::from(first) + u64::from(count) > u64::from(v.layout.blocks) {
+            return Err(CoreError::InvalidSetting(format!("block range {first}+{count} outside the part")).into());
+        }
+        Ok(())
+    }
+
+    fn read_records(&self, file: &File, v: &OpenVolume, part: PartId, first: u32, count: u32) -> BackendResult<Vec<u8>> {
+        let mut recs = vec![0u8; count as usize * RECORD_SIZE];
+        file.read_exact_at(&mut recs, v.layout.record_offset(first))
+            .map_err(|e| self.corrupt(part, format!("meta region unreadable: {e}")))?;
+        Ok(recs)
+    }
+
+    pub(super) fn read_blocks(&self, part: PartId, first: u32, count: u32) -> BackendResult<PartRead> {
+        let v = self.vol()?;
+        self.check_range(v, first, count)?;
+        let bs = v.layout.block_size as usize;
+        let file = match self.handle(v, part)? {
+            Handle::Open(f) => f,
+            Handle::NeverWritten => {
+                return Ok(PartRead { data: vec![0; count as usize * bs], blocks: vec![BlockState::Unwritten; count as usize] })
+            }
+        };
+        let recs = self.read_records(&file, v, part, first, count)?;
+        let mut data = vec![0u8; count as usize * bs];
+        file.read_exact_at(&mut data, v.layout.data_offset_of(first))
+            .map_err(|e| self.corrupt(part, format!("data region unreadable: {e}")))?;
+        let blocks = (0..count as usize)
+            .map(|i| {
+                let pos = RecordPos { chunk: part.chunk, part: part.part, block: first + i as u32 };
+                let block = &mut data[i * bs..(i + 1) * bs];
+                judge_block(&recs[i * RECORD_SIZE..(i + 1) * RECORD_SIZE], pos, block)
+            })
+            .collect();
+        Ok(PartRead { data, blocks })
+    }
+
+    pub(super) fn write_blocks(&self, w: BlockWrite) -> BackendResult<WriteOutcome> {
+        let v = self.vol()?;
+        self.check_range(v, w.first, w.count)?;
+        let bs = v.layout.block_size as usize;
+        if let WriteData::Bytes(d) = &w.data {
+            if d.len() != w.count as usize * bs {
+                return Err(CoreError::InvalidSetting("write payload is not whole blocks".into()).into());
+            }
+        }
+        let file = match self.handle(v, w.part)? {
+            Handle::Open(f) => f,
+            Handle::NeverWritten => return Err(BackendError::PartMissing { part: w.part, backend: self.describe() }),
+        };
+        let old = self.read_records(&file, v, w.part, w.first, w.count)?;
+        let mut out = WriteOutcome::default();
+        let mut recs = old.clone();
+        let mut mask = vec![false; w.count as usize];
+        for i in 0..w.count as usize {
+            let pos = RecordPos { chunk: w.part.chunk, part: w.part.part, block: w.first + i as u32 };
+            let rec_bytes = &old[i * RECORD_SIZE..(i + 1) * RECORD_SIZE];
+            let newer = MetaRecord::decode(rec_bytes, pos).map_or(true, |r| r.generation < w.generation);
+            if !newer {
+                out.skipped += 1;
+                continue;
+            }
+            out.applied += 1;
+            mask[i] = true;
+            let rec = match &w.data {
+                WriteData::Bytes(d) => MetaRecord::for_data(&d[i * bs..(i + 1) * bs], w.generation),
+                WriteData::Zero { .. } => MetaRecord::for_zero(w.generation),
+            };
+            rec.encode_into(pos, &mut recs[i * RECORD_SIZE..(i + 1) * RECORD_SIZE]);
+        }
+        if out.applied == 0 {
+            return Ok(out);
+        }
+        self.write_data(v, &file, &w, |i| mask[i])?;
+        file.write_all_at(&recs, v.layout.record_offset(w.first))
+            .map_err(|e| CoreError::io("write meta", self.part_path(v.meta.number, w.part), e))?;
+        if let Ok(mut d) = v.dirty.lock() {
+            d.insert(w.part);
+        }
+        Ok(out)
+    }
+
+    /// Writes the data of every applied block, in contiguous runs.
+    fn write_data(&self, v: &OpenVolume, file: &File, w: &BlockWrite, applied: impl Fn(usize) -> bool) -> BackendResult<()> {
+        let bs = v.layout.block_size as usize;
+        let path = || self.part_path(v.meta.number, w.part);
+        let mut i = 0usize;
+        while i < w.count as usize {
+            if !applied(i) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < w.count as usize && applied(i) {
+                i += 1;
+            }
+            let off = v.layout.data_offset_of(w.first + start as u32);
+            let len = (i - start) * bs;
+            let res = match &w.data {
+                WriteData::Bytes(d) => file.write_all_at(&d[start * bs..i * bs], off),
+                WriteData::Zero { punch: true } => {
+                    fallocate(file, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, off, len as u64)
+                        .map_err(std::io::Error::from)
+                }
+                WriteData::Zero { punch: false } => file.write_all_at(&vec![0u8; len], off),
+            };
+            res.map_err(|e| CoreError::io("write data", path(), e))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn allocate_part(&self, part: PartId) -> BackendResult<()> {
+        let v = self.vol()?;
+        let path = self.part_path(v.meta.number, part);
+        let exists = path.exists();
+        let allocated = v.alloc.lock().map(|a| a.map.get(part.chunk)).unwrap_or(true);
+        if !exists && allocated {
+            return Err(BackendError::PartMissing { part, backend: self.describe() });
+        }
+        if !exists {
+            self.create_part_file(v, part)?;
+        }
+        self.set_alloc_bit(v, part.chunk)
+    }
+
+    /// Creates a part file whole (header, fixed sparse size) under a temp
+    /// name and renames it into place, so it exists complete or not at all.
+    fn create_part_file(&self, v: &OpenVolume, part: PartId) -> BackendResult<()> {
+        let path = self.part_path(v.meta.number, part);
+        let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        let tmp = dir.join(format!(".{}.new", part.chunk));
+        let hdr = self.expected_header(v, part)?.encode();
+        let create = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+            f.write_all(&hdr)?;
+            f.set_len(v.layout.file_size)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&dir)?.sync_all()
+        };
+        create().map_err(|e| CoreError::io("create part", &path, e).into())
+    }
+
+    fn set_alloc_bit(&self, v: &OpenVolume, chunk: u64) -> BackendResult<()> {
+        let mut a = v.alloc.lock().map_err(|_| CoreError::InvalidSetting("allocation map lock poisoned".into()))?;
+        let Some(page) = a.map.set(chunk) else { return Ok(()) };
+        let bytes = a.map.encode_page(page);
+        let path = v.dir.join(super::ALLOC_FILE);
+        let res = a.file.write_all_at(&bytes, page * 4096).and_then(|()| a.file.sync_data());
+        res.map_err(|e| CoreError::io("write", path, e).into())
+    }
+
+    pub(super) fn sync_parts(&self, parts: Option<Vec<PartId>>) -> BackendResult<()> {
+        let v = self.vol()?;
+        let todo: Vec<PartId> = {
+            let Ok(mut dirty) = v.dirty.lock() else { return Err(CoreError::InvalidSetting("dirty set poisoned".into()).into()) };
+            match parts {
+                None => dirty.drain().collect(),
+                Some(p) => p.into_iter().filter(|x| dirty.remove(x)).collect(),
+            }
+        };
+        for (i, part) in todo.iter().enumerate() {
+            let file = v.files.read().ok().and_then(|m| m.get(part).cloned());
+            let Some(file) = file else { continue };
+            if let Err(e) = file.sync_data() {
+                if let Ok(mut dirty) = v.dirty.lock() {
+                    dirty.extend(todo[i..].iter().copied());
+                }
+                return Err(CoreError::io("fsync", self.part_path(v.meta.number, *part), e).into());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn raw_read(&self, part: PartId, block: u32) -> BackendResult<RawBlock> {
+        let v = self.vol()?;
+        self.check_range(v, block, 1)?;
+        let Handle::Open(file) = self.handle(v, part)? else {
+            return Ok(RawBlock { data: vec![0; v.layout.block_size as usize], record: [0; RECORD_SIZE] });
+        };
+        let mut record = [0u8; RECORD_SIZE];
+        file.read_exact_at(&mut record, v.layout.record_offset(block)).map_err(|e| self.corrupt(part, e.to_string()))?;
+        let mut data = vec![0u8; v.layout.block_size as usize];
+        file.read_exact_at(&mut data, v.layout.data_offset_of(block)).map_err(|e| self.corrupt(part, e.to_string()))?;
+        Ok(RawBlock { data, record })
+    }
+
+    pub(super) fn raw_write(
+        &self,
+        part: PartId,
+        block: u32,
+        data: Option<Vec<u8>>,
+        record: Option<[u8; RECORD_SIZE]>,
+    ) -> BackendResult<()> {
+        let v = self.vol()?;
+        self.check_range(v, block, 1)?;
+        let Handle::Open(file) = self.handle(v, part)? else {
+            return Err(BackendError::PartMissing { part, backend: self.describe() });
+        };
+        let path = || self.part_path(v.meta.number, part);
+        if let Some(d) = data {
+            file.write_all_at(&d, v.layout.data_offset_of(block)).map_err(|e| CoreError::io("write", path(), e))?;
+        }
+        if let Some(r) = record {
+            file.write_all_at(&r, v.layout.record_offset(block)).map_err(|e| CoreError::io("write", path(), e))?;
+        }
+        if let Ok(mut d) = v.dirty.lock() {
+            d.insert(part);
+        }
+        Ok(())
+    }
+}
+
+/// Decides what one block holds, zeroing `data` unless it is verified data.
+fn judge_block(rec: &[u8], pos: RecordPos, data: &mut [u8]) -> BlockState {
+    let state = match MetaRecord::decode(rec, pos) {
+        Err(e) => BlockState::Corrupt(e.to_string()),
+        Ok(r) if r.is_empty() => BlockState::Unwritten,
+        Ok(r) if r.is_zero() => BlockState::Zero(r.generation),
+        Ok(r) if r.matches(data) => return BlockState::Data(r.generation),
+        Ok(_) => BlockState::Corrupt("data checksum mismatch".into()),
+    };
+    data.fill(0);
+    state
+}
