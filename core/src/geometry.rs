@@ -46,7 +46,7 @@ impl Geometry {
         if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
             return bad(format!("block size {block_size} must be a power of two from 4K to 64K"));
         }
-        if chunk_size == 0 || chunk_size % u64::from(block_size) != 0 {
+        if chunk_size == 0 || !chunk_size.is_multiple_of(u64::from(block_size)) {
             return bad(format!("chunk size {chunk_size} must be a non-zero multiple of the block size {block_size}"));
         }
         let blocks = chunk_size / u64::from(block_size);
@@ -54,7 +54,7 @@ impl Geometry {
             return bad(format!("chunk size {chunk_size} holds more than 2^20 blocks"));
         }
         let k = redundancy.data_parts() as u64;
-        if blocks % k != 0 {
+        if !blocks.is_multiple_of(k) {
             return bad(format!("blocks per chunk ({blocks}) must be a multiple of K={k}"));
         }
         if size == 0 || size > MAX_VOLUME_SIZE {

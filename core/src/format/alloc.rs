@@ -144,7 +144,7 @@ impl AllocMap {
             return bad("belongs to another volume");
         }
         let mut map = AllocMap::new(volume, le_u64(bytes, 32));
-        if bytes.len() as u64 > map.page_count() * PAGE as u64 || bytes.len() % PAGE != 0 && bytes.len() > PAGE {
+        if bytes.len() as u64 > map.page_count() * PAGE as u64 || !bytes.len().is_multiple_of(PAGE) && bytes.len() > PAGE {
             return bad("unexpected file length");
         }
         let mut corrupt_pages = Vec::new();

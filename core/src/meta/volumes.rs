@@ -83,7 +83,9 @@ mod tests {
         let text = toml::to_string(&f).map_err(|e| CoreError::InvalidSetting(e.to_string()))?;
         assert_eq!(text, "format_version = 1\n\n[volumes]\nmydevice1 = 11\n");
         assert_eq!(parse_toml::<VolumesFile>("v", Path::new("x"), text.as_bytes())?, f);
-        assert!(parse_toml::<VolumesFile>("v", Path::new("x"), &text.as_bytes()[..30]).is_err());
+        // Cut inside the entry (a cut at a line end can still be valid TOML;
+        // whole-file atomic writes are what rule that out).
+        assert!(parse_toml::<VolumesFile>("v", Path::new("x"), &text.as_bytes()[..35]).is_err());
         Ok(())
     }
 

@@ -112,10 +112,10 @@ impl DirBackend {
         let v = self.vol()?;
         self.check_range(v, w.first, w.count)?;
         let bs = v.layout.block_size as usize;
-        if let WriteData::Bytes(d) = &w.data {
-            if d.len() != w.count as usize * bs {
-                return Err(CoreError::InvalidSetting("write payload is not whole blocks".into()).into());
-            }
+        if let WriteData::Bytes(d) = &w.data
+            && d.len() != w.count as usize * bs
+        {
+            return Err(CoreError::InvalidSetting("write payload is not whole blocks".into()).into());
         }
         let file = match self.handle(v, w.part)? {
             Handle::Open(f) => f,
