@@ -48,7 +48,10 @@ pub struct GenerationCounter {
 impl GenerationCounter {
     /// A counter for `epoch`, starting at counter 1.
     pub fn new(epoch: u64) -> Self {
-        GenerationCounter { epoch, next: AtomicU64::new(1) }
+        GenerationCounter {
+            epoch,
+            next: AtomicU64::new(1),
+        }
     }
 
     /// The next generation, or `None` when the epoch's counter space is used

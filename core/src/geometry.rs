@@ -41,26 +41,47 @@ pub struct BlockAddr {
 
 impl Geometry {
     /// Validates the shape.
-    pub fn new(size: u64, block_size: u32, chunk_size: u64, redundancy: Redundancy) -> CoreResult<Self> {
+    pub fn new(
+        size: u64,
+        block_size: u32,
+        chunk_size: u64,
+        redundancy: Redundancy,
+    ) -> CoreResult<Self> {
         let bad = |s: String| Err(CoreError::InvalidSetting(s));
-        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
-            return bad(format!("block size {block_size} must be a power of two from 4K to 64K"));
+        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
+        {
+            return bad(format!(
+                "block size {block_size} must be a power of two from 4K to 64K"
+            ));
         }
         if chunk_size == 0 || !chunk_size.is_multiple_of(u64::from(block_size)) {
-            return bad(format!("chunk size {chunk_size} must be a non-zero multiple of the block size {block_size}"));
+            return bad(format!(
+                "chunk size {chunk_size} must be a non-zero multiple of the block size {block_size}"
+            ));
         }
         let blocks = chunk_size / u64::from(block_size);
         if blocks > 1 << 20 {
-            return bad(format!("chunk size {chunk_size} holds more than 2^20 blocks"));
+            return bad(format!(
+                "chunk size {chunk_size} holds more than 2^20 blocks"
+            ));
         }
         let k = redundancy.data_parts() as u64;
         if !blocks.is_multiple_of(k) {
-            return bad(format!("blocks per chunk ({blocks}) must be a multiple of K={k}"));
+            return bad(format!(
+                "blocks per chunk ({blocks}) must be a multiple of K={k}"
+            ));
         }
         if size == 0 || size > MAX_VOLUME_SIZE {
-            return bad(format!("volume size {size} must be between 1 byte and 2^60"));
+            return bad(format!(
+                "volume size {size} must be between 1 byte and 2^60"
+            ));
         }
-        Ok(Geometry { size, block_size, chunk_size, redundancy })
+        Ok(Geometry {
+            size,
+            block_size,
+            chunk_size,
+            redundancy,
+        })
     }
 
     /// Blocks per chunk (volume order).

@@ -34,7 +34,9 @@ impl PlacementTable {
         sorted.sort();
         sorted.dedup();
         if sorted.len() != entries.len() {
-            return Err(CoreError::InvalidSetting("the same backend appears twice".into()));
+            return Err(CoreError::InvalidSetting(
+                "the same backend appears twice".into(),
+            ));
         }
         if entries.len() < parts {
             return Err(CoreError::InvalidSetting(format!(

@@ -102,12 +102,24 @@ mod tests {
             let r: Redundancy = s.parse().expect("valid");
             assert_eq!(r.to_string(), s);
         }
-        assert_eq!("ec:4+2".parse::<Redundancy>().ok().map(|r| r.parts()), Some(6));
+        assert_eq!(
+            "ec:4+2".parse::<Redundancy>().ok().map(|r| r.parts()),
+            Some(6)
+        );
     }
 
     #[test]
     fn rejects_out_of_range() {
-        for s in ["replicate:0", "replicate:9", "ec:0+1", "ec:17+1", "ec:4+9", "ec:4", "raid5", ""] {
+        for s in [
+            "replicate:0",
+            "replicate:9",
+            "ec:0+1",
+            "ec:17+1",
+            "ec:4+9",
+            "ec:4",
+            "raid5",
+            "",
+        ] {
             assert!(s.parse::<Redundancy>().is_err(), "{s}");
         }
     }

@@ -7,7 +7,8 @@ pub fn parse_size(text: &str) -> CoreResult<u64> {
     let t = text.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(digits_end);
-    let bad = || CoreError::InvalidSetting(format!("bad size {text:?} (use e.g. 4096, 4K, 4M, 1G)"));
+    let bad =
+        || CoreError::InvalidSetting(format!("bad size {text:?} (use e.g. 4096, 4K, 4M, 1G)"));
     let n: u64 = num.parse().map_err(|_| bad())?;
     let shift = match suffix.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,

@@ -14,10 +14,11 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 use super::{
-    Backend, BackendError, BackendResult, BlockWrite, BoxFut, PartId, PartRead, RawBlock, WriteOutcome,
+    Backend, BackendError, BackendResult, BlockWrite, BoxFut, PartId, PartRead, RawBlock,
+    WriteOutcome,
 };
 use crate::format::alloc::DecodedAlloc;
 use crate::format::record::RECORD_SIZE;
@@ -47,7 +48,10 @@ pub struct Gate {
 
 impl Default for Gate {
     fn default() -> Self {
-        Gate { open: Arc::new(watch::channel(false).0), arrived: Arc::new((AtomicUsize::new(0), Notify::new())) }
+        Gate {
+            open: Arc::new(watch::channel(false).0),
+            arrived: Arc::new((AtomicUsize::new(0), Notify::new())),
+        }
     }
 }
 
@@ -211,7 +215,11 @@ impl FaultBackend {
     /// Undoes unsynced writes per `mode` and fails everything afterwards.
     pub async fn crash(&self, mode: CrashMode) -> BackendResult<()> {
         self.crashed.store(true, Ordering::SeqCst);
-        let undo: Vec<Undo> = self.undo.lock().map(|mut u| u.drain(..).collect()).unwrap_or_default();
+        let undo: Vec<Undo> = self
+            .undo
+            .lock()
+            .map(|mut u| u.drain(..).collect())
+            .unwrap_or_default();
         for u in undo.into_iter().rev() {
             let data = (mode != CrashMode::MetaOnly).then(|| u.before.data.clone());
             let record = (mode != CrashMode::DataOnly).then_some(u.before.record);
@@ -246,7 +254,12 @@ impl FaultBackend {
         Some(rule.action.clone())
     }
 
-    async fn inject(&self, op: OpKind, chunk: Option<u64>, blocks: Option<(u32, u32)>) -> BackendResult<()> {
+    async fn inject(
+        &self,
+        op: OpKind,
+        chunk: Option<u64>,
+        blocks: Option<(u32, u32)>,
+    ) -> BackendResult<()> {
         if self.crashed.load(Ordering::SeqCst) {
             return Err(BackendError::Injected("backend crashed".into()));
         }
@@ -268,7 +281,13 @@ impl FaultBackend {
         for b in w.first..w.first + w.count {
             let before = self.inner.read_raw(w.part, b).await?;
             if let Ok(mut u) = self.undo.lock() {
-                u.push(Undo { write: id, completed: false, part: w.part, block: b, before });
+                u.push(Undo {
+                    write: id,
+                    completed: false,
+                    part: w.part,
+                    block: b,
+                    before,
+                });
             }
         }
         Ok(id)
@@ -276,13 +295,17 @@ impl FaultBackend {
 
     fn complete_undo(&self, id: u64) {
         if let Ok(mut u) = self.undo.lock() {
-            u.iter_mut().filter(|x| x.write == id).for_each(|x| x.completed = true);
+            u.iter_mut()
+                .filter(|x| x.write == id)
+                .for_each(|x| x.completed = true);
         }
     }
 
     /// Writes completed before a sync starts are the ones it covers.
     fn covered_writes(&self, parts: &Option<Vec<PartId>>) -> Vec<u64> {
-        let Ok(u) = self.undo.lock() else { return Vec::new() };
+        let Ok(u) = self.undo.lock() else {
+            return Vec::new();
+        };
         u.iter()
             .filter(|x| x.completed && parts.as_ref().is_none_or(|p| p.contains(&x.part)))
             .map(|x| x.write)
@@ -331,7 +354,8 @@ impl Backend for FaultBackend {
 
     fn read(&self, part: PartId, first: u32, count: u32) -> BoxFut<'_, BackendResult<PartRead>> {
         Box::pin(async move {
-            self.inject(OpKind::Read, Some(part.chunk), Some((first, count))).await?;
+            self.inject(OpKind::Read, Some(part.chunk), Some((first, count)))
+                .await?;
             let r = self.inner.read(part, first, count).await?;
             self.record(Event::Read { part, first, count });
             Ok(r)
@@ -340,9 +364,15 @@ impl Backend for FaultBackend {
 
     fn write(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
         Box::pin(async move {
-            self.inject(OpKind::Write, Some(w.part.chunk), Some((w.first, w.count))).await?;
+            self.inject(OpKind::Write, Some(w.part.chunk), Some((w.first, w.count)))
+                .await?;
             let id = self.save_undo(&w).await?;
-            let e = Event::Write { part: w.part, first: w.first, count: w.count, generation: w.generation };
+            let e = Event::Write {
+                part: w.part,
+                first: w.first,
+                count: w.count,
+                generation: w.generation,
+            };
             let r = self.inner.write(w).await?;
             self.complete_undo(id);
             self.record(e);
@@ -352,7 +382,8 @@ impl Backend for FaultBackend {
 
     fn allocate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {
         Box::pin(async move {
-            self.inject(OpKind::Allocate, Some(part.chunk), None).await?;
+            self.inject(OpKind::Allocate, Some(part.chunk), None)
+                .await?;
             self.inner.allocate(part).await?;
             self.record(Event::Allocate { part });
             Ok(())

@@ -27,12 +27,12 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::CoreError;
 use crate::format::alloc::DecodedAlloc;
 use crate::format::record::RECORD_SIZE;
 use crate::generation::Generation;
 use crate::meta::volume::VolumeMeta;
 use crate::placement::BackendId;
-use crate::CoreError;
 
 /// A boxed, sendable future (keeps [`Backend`] object-safe).
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

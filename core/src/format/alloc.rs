@@ -57,7 +57,11 @@ impl AllocMap {
     /// An empty map.
     pub fn new(volume: Uuid, chunks: u64) -> Self {
         let pages = chunks.div_ceil(CHUNKS_PER_PAGE).max(1);
-        AllocMap { volume, chunks, bits: vec![0; (pages * 4064) as usize] }
+        AllocMap {
+            volume,
+            chunks,
+            bits: vec![0; (pages * 4064) as usize],
+        }
     }
 
     /// Number of chunks covered.
@@ -144,13 +148,17 @@ impl AllocMap {
             return bad("belongs to another volume");
         }
         let mut map = AllocMap::new(volume, le_u64(bytes, 32));
-        if bytes.len() as u64 > map.page_count() * PAGE as u64 || !bytes.len().is_multiple_of(PAGE) && bytes.len() > PAGE {
+        if bytes.len() as u64 > map.page_count() * PAGE as u64
+            || !bytes.len().is_multiple_of(PAGE) && bytes.len() > PAGE
+        {
             return bad("unexpected file length");
         }
         let mut corrupt_pages = Vec::new();
         for p in 1..map.page_count() {
             let at = (p as usize) * PAGE;
-            let Some(page) = bytes.get(at..at + PAGE) else { continue };
+            let Some(page) = bytes.get(at..at + PAGE) else {
+                continue;
+            };
             let start = ((p - 1) * 4064) as usize;
             if page.iter().all(|&x| x == 0) {
                 continue;

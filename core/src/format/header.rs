@@ -143,7 +143,10 @@ mod tests {
     fn golden_bytes() {
         let b = sample().encode();
         assert_eq!(&b[0..16], b"QBDPART\0\x01\x00\x80\x00\x00\x00\x00\x00");
-        assert_eq!(&b[16..32], &0x0011_2233_4455_6677_8899_aabb_ccdd_eeffu128.to_be_bytes());
+        assert_eq!(
+            &b[16..32],
+            &0x0011_2233_4455_6677_8899_aabb_ccdd_eeffu128.to_be_bytes()
+        );
         assert_eq!(&b[32..44], &[7, 0, 0, 0, 0, 0, 0, 0, 1, 3, 1, 0]);
         assert_eq!(&b[44..56], &[0, 0x10, 0, 0, 0, 4, 0, 0, 192, 0, 0, 0]);
         assert_eq!(&b[56..64], &4096u64.to_le_bytes());

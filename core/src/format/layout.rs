@@ -40,7 +40,12 @@ impl PartLayout {
         let meta_len = (u64::from(blocks) * RECORD_SIZE as u64).next_multiple_of(4096);
         let data_offset = (META_OFFSET + meta_len).next_multiple_of(u64::from(block_size));
         let file_size = data_offset + u64::from(blocks) * u64::from(block_size);
-        PartLayout { block_size, blocks, data_offset, file_size }
+        PartLayout {
+            block_size,
+            blocks,
+            data_offset,
+            file_size,
+        }
     }
 
     /// Offset of block `i`'s meta record.
@@ -54,7 +59,14 @@ impl PartLayout {
     }
 
     /// The header a part file with this layout carries.
-    pub fn header(&self, volume: Uuid, chunk: u64, part: u8, parts: u8, data_parts: u8) -> PartHeader {
+    pub fn header(
+        &self,
+        volume: Uuid,
+        chunk: u64,
+        part: u8,
+        parts: u8,
+        data_parts: u8,
+    ) -> PartHeader {
         PartHeader {
             volume,
             chunk,
@@ -73,13 +85,22 @@ impl PartLayout {
     /// Checks that a header found on disk is the one expected here.
     pub fn check_header(&self, found: &PartHeader, expected: &PartHeader) -> CoreResult<()> {
         if found.volume != expected.volume {
-            return Err(CoreError::malformed("part header", "belongs to another volume"));
+            return Err(CoreError::malformed(
+                "part header",
+                "belongs to another volume",
+            ));
         }
         if found.chunk != expected.chunk || found.part != expected.part {
-            return Err(CoreError::malformed("part header", "belongs to another chunk or part"));
+            return Err(CoreError::malformed(
+                "part header",
+                "belongs to another chunk or part",
+            ));
         }
         if found != expected {
-            return Err(CoreError::malformed("part header", "shape differs from the volume's"));
+            return Err(CoreError::malformed(
+                "part header",
+                "shape differs from the volume's",
+            ));
         }
         Ok(())
     }

@@ -85,7 +85,11 @@ impl MetaRecord {
 
     /// A record for a block that now reads as zeros.
     pub fn for_zero(generation: Generation) -> Self {
-        MetaRecord { generation, flags: flags::WRITTEN | flags::ZERO, ..MetaRecord::EMPTY }
+        MetaRecord {
+            generation,
+            flags: flags::WRITTEN | flags::ZERO,
+            ..MetaRecord::EMPTY
+        }
     }
 
     /// True for the never-written record.
@@ -137,15 +141,24 @@ impl MetaRecord {
             return Ok(MetaRecord::EMPTY);
         }
         if checksum128(&[&pos_key(pos), &b[..176]]) != b[176..192] {
-            return Err(CoreError::malformed("meta record", "record checksum mismatch"));
+            return Err(CoreError::malformed(
+                "meta record",
+                "record checksum mismatch",
+            ));
         }
         let fl = le_u32(b, 24);
         if fl & !flags::KNOWN != 0 || fl & flags::WRITTEN == 0 {
-            return Err(CoreError::malformed("meta record", "unknown or missing flags"));
+            return Err(CoreError::malformed(
+                "meta record",
+                "unknown or missing flags",
+            ));
         }
         let covered_len = b[28];
         if usize::from(covered_len) > MAX_EC_DATA {
-            return Err(CoreError::malformed("meta record", "covered count too large"));
+            return Err(CoreError::malformed(
+                "meta record",
+                "covered count too large",
+            ));
         }
         let mut data_sum = [0u8; 16];
         data_sum.copy_from_slice(&b[0..16]);
@@ -175,7 +188,11 @@ fn pos_key(pos: RecordPos) -> [u8; 13] {
 mod tests {
     use super::*;
 
-    const POS: RecordPos = RecordPos { chunk: 2, part: 0, block: 9 };
+    const POS: RecordPos = RecordPos {
+        chunk: 2,
+        part: 0,
+        block: 9,
+    };
 
     #[test]
     fn golden_bytes() {
@@ -201,7 +218,10 @@ mod tests {
 
     #[test]
     fn all_zero_means_never_written() {
-        assert_eq!(MetaRecord::decode(&[0u8; RECORD_SIZE], POS).ok(), Some(MetaRecord::EMPTY));
+        assert_eq!(
+            MetaRecord::decode(&[0u8; RECORD_SIZE], POS).ok(),
+            Some(MetaRecord::EMPTY)
+        );
         assert_eq!(MetaRecord::EMPTY.encode(POS), [0u8; RECORD_SIZE]);
     }
 

@@ -13,7 +13,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> CoreResult<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("meta");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -35,8 +39,16 @@ pub fn read_optional(path: &Path) -> CoreResult<Option<Vec<u8>>> {
 }
 
 /// Parses TOML bytes, naming the file on error.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(what: &'static str, path: &Path, bytes: &[u8]) -> CoreResult<T> {
-    let corrupt = |why: String| CoreError::Corrupt { what, path: path.to_path_buf(), why };
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> CoreResult<T> {
+    let corrupt = |why: String| CoreError::Corrupt {
+        what,
+        path: path.to_path_buf(),
+        why,
+    };
     let text = std::str::from_utf8(bytes).map_err(|e| corrupt(e.to_string()))?;
     toml::from_str(text).map_err(|e| corrupt(e.to_string()))
 }
@@ -52,7 +64,9 @@ mod tests {
         write_atomic(&p, b"one")?;
         write_atomic(&p, b"two")?;
         assert_eq!(read_optional(&p)?, Some(b"two".to_vec()));
-        let names: Vec<_> = fs::read_dir(d.path()).map_err(|e| CoreError::io("ls", d.path(), e))?.collect();
+        let names: Vec<_> = fs::read_dir(d.path())
+            .map_err(|e| CoreError::io("ls", d.path(), e))?
+            .collect();
         assert_eq!(names.len(), 1);
         assert_eq!(read_optional(&d.path().join("absent"))?, None);
         Ok(())

@@ -30,7 +30,10 @@ pub struct BackendFile {
 impl BackendFile {
     /// Encodes as TOML.
     pub fn to_toml(&self) -> String {
-        format!("format_version = {}\nid = \"{}\"\n", self.format_version, self.id)
+        format!(
+            "format_version = {}\nid = \"{}\"\n",
+            self.format_version, self.id
+        )
     }
 }
 
@@ -48,7 +51,10 @@ pub fn load_or_create(root: &Path) -> CoreResult<BackendId> {
         }
         return Ok(f.id);
     }
-    let f = BackendFile { format_version: 1, id: BackendId(Uuid::new_v4()) };
+    let f = BackendFile {
+        format_version: 1,
+        id: BackendId(Uuid::new_v4()),
+    };
     write_atomic(&path, f.to_toml().as_bytes())?;
     Ok(f.id)
 }
@@ -59,9 +65,15 @@ mod tests {
 
     #[test]
     fn golden_and_round_trip() -> CoreResult<()> {
-        let f = BackendFile { format_version: 1, id: BackendId(Uuid::from_u128(1)) };
+        let f = BackendFile {
+            format_version: 1,
+            id: BackendId(Uuid::from_u128(1)),
+        };
         let text = f.to_toml();
-        assert_eq!(text, "format_version = 1\nid = \"00000000-0000-0000-0000-000000000001\"\n");
+        assert_eq!(
+            text,
+            "format_version = 1\nid = \"00000000-0000-0000-0000-000000000001\"\n"
+        );
         let back: BackendFile = parse_toml("b", Path::new("x"), text.as_bytes())?;
         assert_eq!(back, f);
         Ok(())
@@ -69,9 +81,16 @@ mod tests {
 
     #[test]
     fn truncated_or_garbage_is_an_error() {
-        let text = BackendFile { format_version: 1, id: BackendId(Uuid::from_u128(1)) }.to_toml();
+        let text = BackendFile {
+            format_version: 1,
+            id: BackendId(Uuid::from_u128(1)),
+        }
+        .to_toml();
         for n in [5, 20, text.len() - 10] {
-            assert!(parse_toml::<BackendFile>("b", Path::new("x"), &text.as_bytes()[..n]).is_err(), "{n}");
+            assert!(
+                parse_toml::<BackendFile>("b", Path::new("x"), &text.as_bytes()[..n]).is_err(),
+                "{n}"
+            );
         }
         assert!(parse_toml::<BackendFile>("b", Path::new("x"), b"\xff\xfe").is_err());
     }

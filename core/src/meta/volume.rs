@@ -87,9 +87,15 @@ impl VolumeMeta {
     /// Loads `<root>/<nr>/.meta`; `Ok(None)` if absent.
     pub fn load(root: &Path, number: u16) -> CoreResult<Option<Self>> {
         let path = Self::dir(root, number).join(FILE);
-        let Some(bytes) = read_optional(&path)? else { return Ok(None) };
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
+        };
         let m: VolumeMeta = parse_toml("volume meta", &path, &bytes)?;
-        m.validate().map_err(|e| CoreError::Corrupt { what: "volume meta", path, why: e.to_string() })?;
+        m.validate().map_err(|e| CoreError::Corrupt {
+            what: "volume meta",
+            path,
+            why: e.to_string(),
+        })?;
         Ok(Some(m))
     }
 
@@ -106,7 +112,12 @@ impl VolumeMeta {
 
     /// The stored geometry, validated.
     pub fn geometry(&self) -> CoreResult<Geometry> {
-        Geometry::new(self.size, self.block_size, self.chunk_size, self.redundancy()?)
+        Geometry::new(
+            self.size,
+            self.block_size,
+            self.chunk_size,
+            self.redundancy()?,
+        )
     }
 
     /// The stored placement table, validated.
@@ -116,7 +127,10 @@ impl VolumeMeta {
 
     fn validate(&self) -> CoreResult<()> {
         if self.format_version != 1 {
-            return Err(CoreError::InvalidSetting(format!("unsupported format_version {}", self.format_version)));
+            return Err(CoreError::InvalidSetting(format!(
+                "unsupported format_version {}",
+                self.format_version
+            )));
         }
         self.geometry()?;
         self.placement()?;
@@ -133,9 +147,17 @@ impl VolumeMeta {
         };
         use crate::size::format_size as fs;
         check("--size", req.size.map(fs), fs(self.size));
-        check("--block-size", req.block_size.map(|b| fs(b.into())), fs(self.block_size.into()));
+        check(
+            "--block-size",
+            req.block_size.map(|b| fs(b.into())),
+            fs(self.block_size.into()),
+        );
         check("--chunk-size", req.chunk_size.map(fs), fs(self.chunk_size));
-        check("--redundancy", req.redundancy.map(|r| r.to_string()), self.redundancy.clone());
+        check(
+            "--redundancy",
+            req.redundancy.map(|r| r.to_string()),
+            self.redundancy.clone(),
+        );
         if conflicts.is_empty() {
             Ok(())
         } else {
@@ -172,14 +194,20 @@ mod tests {
 
     #[test]
     fn golden_and_round_trip() -> CoreResult<()> {
-        let text = toml::to_string(&sample()).map_err(|e| CoreError::InvalidSetting(e.to_string()))?;
-        assert!(text.starts_with("format_version = 1\nname = \"demo\"\nuuid = \"00000000-0000-0000-0000-000000000007\"\n"));
+        let text =
+            toml::to_string(&sample()).map_err(|e| CoreError::InvalidSetting(e.to_string()))?;
+        assert!(text.starts_with(
+            "format_version = 1\nname = \"demo\"\nuuid = \"00000000-0000-0000-0000-000000000007\"\n"
+        ));
         assert!(text.contains("redundancy = \"replicate:1\"\n"));
         assert!(text.contains("placement = [\"00000000-0000-0000-0000-000000000009\"]\n"));
         let back: VolumeMeta = parse_toml("m", Path::new("x"), text.as_bytes())?;
         assert_eq!(back, sample());
         for n in [10, text.len() / 2, text.len() - 5] {
-            assert!(parse_toml::<VolumeMeta>("m", Path::new("x"), &text.as_bytes()[..n]).is_err(), "{n}");
+            assert!(
+                parse_toml::<VolumeMeta>("m", Path::new("x"), &text.as_bytes()[..n]).is_err(),
+                "{n}"
+            );
         }
         Ok(())
     }
@@ -187,10 +215,23 @@ mod tests {
     #[test]
     fn conflicts_are_named() {
         let m = sample();
-        let ok = RequestedShape { size: Some(1 << 30), block_size: None, chunk_size: None, redundancy: None };
+        let ok = RequestedShape {
+            size: Some(1 << 30),
+            block_size: None,
+            chunk_size: None,
+            redundancy: None,
+        };
         assert!(m.check_requested(&ok).is_ok());
-        let bad = RequestedShape { size: Some(2 << 30), block_size: Some(65536), ..ok };
-        let e = m.check_requested(&bad).err().map(|e| e.to_string()).unwrap_or_default();
+        let bad = RequestedShape {
+            size: Some(2 << 30),
+            block_size: Some(65536),
+            ..ok
+        };
+        let e = m
+            .check_requested(&bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("--size 2G (volume has 1G)"), "{e}");
         assert!(e.contains("--block-size 64K (volume has 4K)"), "{e}");
     }
@@ -199,12 +240,16 @@ mod tests {
     fn invalid_stored_shape_is_corrupt() -> CoreResult<()> {
         let d = tempfile::tempdir().map_err(|e| CoreError::io("tempdir", "/tmp", e))?;
         let mut m = sample();
-        std::fs::create_dir_all(VolumeMeta::dir(d.path(), 1)).map_err(|e| CoreError::io("mkdir", d.path(), e))?;
+        std::fs::create_dir_all(VolumeMeta::dir(d.path(), 1))
+            .map_err(|e| CoreError::io("mkdir", d.path(), e))?;
         m.save(d.path())?;
         assert_eq!(VolumeMeta::load(d.path(), 1)?, Some(m.clone()));
         m.block_size = 1000;
         m.save(d.path())?;
-        assert!(matches!(VolumeMeta::load(d.path(), 1), Err(CoreError::Corrupt { .. })));
+        assert!(matches!(
+            VolumeMeta::load(d.path(), 1),
+            Err(CoreError::Corrupt { .. })
+        ));
         Ok(())
     }
 }

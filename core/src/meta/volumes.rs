@@ -36,7 +36,10 @@ impl VolumesFile {
     pub fn load(root: &Path) -> CoreResult<Self> {
         let path = root.join(FILE);
         match read_optional(&path)? {
-            None => Ok(VolumesFile { format_version: 1, volumes: BTreeMap::new() }),
+            None => Ok(VolumesFile {
+                format_version: 1,
+                volumes: BTreeMap::new(),
+            }),
             Some(b) => parse_toml("volume list", &path, &b),
         }
     }
@@ -49,8 +52,10 @@ impl VolumesFile {
 
     /// The lowest number unused in every one of `files`.
     pub fn allocate(files: &[VolumesFile]) -> CoreResult<u16> {
-        let used: std::collections::BTreeSet<u16> =
-            files.iter().flat_map(|f| f.volumes.values().copied()).collect();
+        let used: std::collections::BTreeSet<u16> = files
+            .iter()
+            .flat_map(|f| f.volumes.values().copied())
+            .collect();
         (1..=u16::MAX)
             .find(|n| !used.contains(n))
             .ok_or_else(|| CoreError::InvalidSetting("no free volume number".into()))
@@ -62,7 +67,9 @@ pub fn check_name(name: &str) -> CoreResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -78,11 +85,17 @@ mod tests {
 
     #[test]
     fn golden_and_round_trip() -> CoreResult<()> {
-        let mut f = VolumesFile { format_version: 1, ..Default::default() };
+        let mut f = VolumesFile {
+            format_version: 1,
+            ..Default::default()
+        };
         f.volumes.insert("mydevice1".into(), 11);
         let text = toml::to_string(&f).map_err(|e| CoreError::InvalidSetting(e.to_string()))?;
         assert_eq!(text, "format_version = 1\n\n[volumes]\nmydevice1 = 11\n");
-        assert_eq!(parse_toml::<VolumesFile>("v", Path::new("x"), text.as_bytes())?, f);
+        assert_eq!(
+            parse_toml::<VolumesFile>("v", Path::new("x"), text.as_bytes())?,
+            f
+        );
         // Cut inside the entry (a cut at a line end can still be valid TOML;
         // whole-file atomic writes are what rule that out).
         assert!(parse_toml::<VolumesFile>("v", Path::new("x"), &text.as_bytes()[..35]).is_err());

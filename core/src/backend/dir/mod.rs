@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::{
-    Backend, BackendError, BackendResult, BlockWrite, BoxFut, PartId, PartRead, RawBlock, WriteOutcome,
+    Backend, BackendError, BackendResult, BlockWrite, BoxFut, PartId, PartRead, RawBlock,
+    WriteOutcome,
 };
+use crate::CoreError;
 use crate::format::alloc::{AllocMap, DecodedAlloc};
 use crate::format::header::PartHeader;
 use crate::format::layout::PartLayout;
@@ -28,7 +30,6 @@ use crate::meta::volume::VolumeMeta;
 use crate::meta::volumes::VolumesFile;
 use crate::placement::BackendId;
 use crate::redundancy::part_name;
-use crate::CoreError;
 
 /// A directory backend.
 #[derive(Debug)]
@@ -64,12 +65,20 @@ impl DirBackend {
     /// directory must exist.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, CoreError> {
         let root = root.into();
-        let md = fs::metadata(&root).map_err(|e| CoreError::io("open backend directory", &root, e))?;
+        let md =
+            fs::metadata(&root).map_err(|e| CoreError::io("open backend directory", &root, e))?;
         if !md.is_dir() {
-            return Err(CoreError::InvalidSetting(format!("{} is not a directory", root.display())));
+            return Err(CoreError::InvalidSetting(format!(
+                "{} is not a directory",
+                root.display()
+            )));
         }
         let id = backend_id::load_or_create(&root)?;
-        Ok(DirBackend { root, id, vol: OnceLock::new() })
+        Ok(DirBackend {
+            root,
+            id,
+            vol: OnceLock::new(),
+        })
     }
 
     /// The root directory.
@@ -85,7 +94,9 @@ impl DirBackend {
     }
 
     fn vol(&self) -> BackendResult<&OpenVolume> {
-        self.vol.get().ok_or_else(|| BackendError::NotOpen(self.describe()))
+        self.vol
+            .get()
+            .ok_or_else(|| BackendError::NotOpen(self.describe()))
     }
 
     fn do_create_volume(&self, meta: &VolumeMeta) -> BackendResult<()> {
@@ -143,18 +154,27 @@ impl DirBackend {
             meta,
             _lock: lock,
             files: RwLock::new(HashMap::new()),
-            alloc: Mutex::new(AllocState { file, map: decoded.map.clone() }),
+            alloc: Mutex::new(AllocState {
+                file,
+                map: decoded.map.clone(),
+            }),
             dirty: Mutex::new(HashSet::new()),
         };
-        self.vol
-            .set(open)
-            .map_err(|_| CoreError::Conflict(format!("{} already has a volume open", self.describe())))?;
+        self.vol.set(open).map_err(|_| {
+            CoreError::Conflict(format!("{} already has a volume open", self.describe()))
+        })?;
         Ok(decoded)
     }
 
     fn expected_header(&self, v: &OpenVolume, part: PartId) -> BackendResult<PartHeader> {
         let r = v.meta.redundancy()?;
-        Ok(v.layout.header(v.meta.uuid, part.chunk, part.part, r.parts() as u8, r.data_parts() as u8))
+        Ok(v.layout.header(
+            v.meta.uuid,
+            part.chunk,
+            part.part,
+            r.parts() as u8,
+            r.data_parts() as u8,
+        ))
     }
 }
 

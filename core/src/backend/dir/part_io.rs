@@ -10,15 +10,16 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use rustix::fs::{fallocate, FallocateFlags};
+use rustix::fs::{FallocateFlags, fallocate};
 
 use super::{DirBackend, OpenVolume};
-use crate::backend::{
-    Backend, BackendError, BackendResult, BlockState, BlockWrite, PartId, PartRead, RawBlock, WriteData, WriteOutcome,
-};
-use crate::format::header::{PartHeader, HEADER_LEN};
-use crate::format::record::{MetaRecord, RecordPos, RECORD_SIZE};
 use crate::CoreError;
+use crate::backend::{
+    Backend, BackendError, BackendResult, BlockState, BlockWrite, PartId, PartRead, RawBlock,
+    WriteData, WriteOutcome,
+};
+use crate::format::header::{HEADER_LEN, PartHeader};
+use crate::format::record::{MetaRecord, RECORD_SIZE, RecordPos};
 
 /// Whether a part file exists for reading.
 enum Handle {
@@ -29,7 +30,11 @@ enum Handle {
 
 impl DirBackend {
     fn corrupt(&self, part: PartId, why: impl Into<String>) -> BackendError {
-        BackendError::PartCorrupt { part, backend: self.describe(), why: why.into() }
+        BackendError::PartCorrupt {
+            part,
+            backend: self.describe(),
+            why: why.into(),
+        }
     }
 
     /// Opens (or finds cached) the file of `part`, checking header and size.
@@ -41,9 +46,16 @@ impl DirBackend {
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                let allocated = v.alloc.lock().map(|a| a.map.get(part.chunk)).unwrap_or(true);
+                let allocated = v
+                    .alloc
+                    .lock()
+                    .map(|a| a.map.get(part.chunk))
+                    .unwrap_or(true);
                 if allocated {
-                    return Err(BackendError::PartMissing { part, backend: self.describe() });
+                    return Err(BackendError::PartMissing {
+                        part,
+                        backend: self.describe(),
+                    });
                 }
                 return Ok(Handle::NeverWritten);
             }
@@ -59,11 +71,17 @@ impl DirBackend {
 
     fn check_file(&self, v: &OpenVolume, part: PartId, file: &File) -> BackendResult<()> {
         let mut hdr = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut hdr, 0).map_err(|e| self.corrupt(part, format!("header unreadable: {e}")))?;
+        file.read_exact_at(&mut hdr, 0)
+            .map_err(|e| self.corrupt(part, format!("header unreadable: {e}")))?;
         let found = PartHeader::decode(&hdr).map_err(|e| self.corrupt(part, e.to_string()))?;
         let expected = self.expected_header(v, part)?;
-        v.layout.check_header(&found, &expected).map_err(|e| self.corrupt(part, e.to_string()))?;
-        let len = file.metadata().map_err(|e| self.corrupt(part, e.to_string()))?.len();
+        v.layout
+            .check_header(&found, &expected)
+            .map_err(|e| self.corrupt(part, e.to_string()))?;
+        let len = file
+            .metadata()
+            .map_err(|e| self.corrupt(part, e.to_string()))?
+            .len();
         if len != v.layout.file_size {
             return Err(self.corrupt(part, format!("size {len}, expected {}", v.layout.file_size)));
         }
@@ -72,26 +90,44 @@ impl DirBackend {
 
     fn check_range(&self, v: &OpenVolume, first: u32, count: u32) -> BackendResult<()> {
         if count == 0 || u64::from(first) + u64::from(count) > u64::from(v.layout.blocks) {
-            return Err(CoreError::InvalidSetting(format!("block range {first}+{count} outside the part")).into());
+            return Err(CoreError::InvalidSetting(format!(
+                "block range {first}+{count} outside the part"
+            ))
+            .into());
         }
         Ok(())
     }
 
-    fn read_records(&self, file: &File, v: &OpenVolume, part: PartId, first: u32, count: u32) -> BackendResult<Vec<u8>> {
+    fn read_records(
+        &self,
+        file: &File,
+        v: &OpenVolume,
+        part: PartId,
+        first: u32,
+        count: u32,
+    ) -> BackendResult<Vec<u8>> {
         let mut recs = vec![0u8; count as usize * RECORD_SIZE];
         file.read_exact_at(&mut recs, v.layout.record_offset(first))
             .map_err(|e| self.corrupt(part, format!("meta region unreadable: {e}")))?;
         Ok(recs)
     }
 
-    pub(super) fn read_blocks(&self, part: PartId, first: u32, count: u32) -> BackendResult<PartRead> {
+    pub(super) fn read_blocks(
+        &self,
+        part: PartId,
+        first: u32,
+        count: u32,
+    ) -> BackendResult<PartRead> {
         let v = self.vol()?;
         self.check_range(v, first, count)?;
         let bs = v.layout.block_size as usize;
         let file = match self.handle(v, part)? {
             Handle::Open(f) => f,
             Handle::NeverWritten => {
-                return Ok(PartRead { data: vec![0; count as usize * bs], blocks: vec![BlockState::Unwritten; count as usize] })
+                return Ok(PartRead {
+                    data: vec![0; count as usize * bs],
+                    blocks: vec![BlockState::Unwritten; count as usize],
+                });
             }
         };
         let recs = self.read_records(&file, v, part, first, count)?;
@@ -100,7 +136,11 @@ impl DirBackend {
             .map_err(|e| self.corrupt(part, format!("data region unreadable: {e}")))?;
         let blocks = (0..count as usize)
             .map(|i| {
-                let pos = RecordPos { chunk: part.chunk, part: part.part, block: first + i as u32 };
+                let pos = RecordPos {
+                    chunk: part.chunk,
+                    part: part.part,
+                    block: first + i as u32,
+                };
                 let block = &mut data[i * bs..(i + 1) * bs];
                 judge_block(&recs[i * RECORD_SIZE..(i + 1) * RECORD_SIZE], pos, block)
             })
@@ -115,20 +155,32 @@ impl DirBackend {
         if let WriteData::Bytes(d) = &w.data
             && d.len() != w.count as usize * bs
         {
-            return Err(CoreError::InvalidSetting("write payload is not whole blocks".into()).into());
+            return Err(
+                CoreError::InvalidSetting("write payload is not whole blocks".into()).into(),
+            );
         }
         let file = match self.handle(v, w.part)? {
             Handle::Open(f) => f,
-            Handle::NeverWritten => return Err(BackendError::PartMissing { part: w.part, backend: self.describe() }),
+            Handle::NeverWritten => {
+                return Err(BackendError::PartMissing {
+                    part: w.part,
+                    backend: self.describe(),
+                });
+            }
         };
         let old = self.read_records(&file, v, w.part, w.first, w.count)?;
         let mut out = WriteOutcome::default();
         let mut recs = old.clone();
         let mut mask = vec![false; w.count as usize];
         for i in 0..w.count as usize {
-            let pos = RecordPos { chunk: w.part.chunk, part: w.part.part, block: w.first + i as u32 };
+            let pos = RecordPos {
+                chunk: w.part.chunk,
+                part: w.part.part,
+                block: w.first + i as u32,
+            };
             let rec_bytes = &old[i * RECORD_SIZE..(i + 1) * RECORD_SIZE];
-            let newer = MetaRecord::decode(rec_bytes, pos).map_or(true, |r| r.generation < w.generation);
+            let newer =
+                MetaRecord::decode(rec_bytes, pos).map_or(true, |r| r.generation < w.generation);
             if !newer {
                 out.skipped += 1;
                 continue;
@@ -154,7 +206,13 @@ impl DirBackend {
     }
 
     /// Writes the data of every applied block, in contiguous runs.
-    fn write_data(&self, v: &OpenVolume, file: &File, w: &BlockWrite, applied: impl Fn(usize) -> bool) -> BackendResult<()> {
+    fn write_data(
+        &self,
+        v: &OpenVolume,
+        file: &File,
+        w: &BlockWrite,
+        applied: impl Fn(usize) -> bool,
+    ) -> BackendResult<()> {
         let bs = v.layout.block_size as usize;
         let path = || self.part_path(v.meta.number, w.part);
         let mut i = 0usize;
@@ -171,10 +229,13 @@ impl DirBackend {
             let len = (i - start) * bs;
             let res = match &w.data {
                 WriteData::Bytes(d) => file.write_all_at(&d[start * bs..i * bs], off),
-                WriteData::Zero { punch: true } => {
-                    fallocate(file, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, off, len as u64)
-                        .map_err(std::io::Error::from)
-                }
+                WriteData::Zero { punch: true } => fallocate(
+                    file,
+                    FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                    off,
+                    len as u64,
+                )
+                .map_err(std::io::Error::from),
                 WriteData::Zero { punch: false } => file.write_all_at(&vec![0u8; len], off),
             };
             res.map_err(|e| CoreError::io("write data", path(), e))?;
@@ -186,9 +247,16 @@ impl DirBackend {
         let v = self.vol()?;
         let path = self.part_path(v.meta.number, part);
         let exists = path.exists();
-        let allocated = v.alloc.lock().map(|a| a.map.get(part.chunk)).unwrap_or(true);
+        let allocated = v
+            .alloc
+            .lock()
+            .map(|a| a.map.get(part.chunk))
+            .unwrap_or(true);
         if !exists && allocated {
-            return Err(BackendError::PartMissing { part, backend: self.describe() });
+            return Err(BackendError::PartMissing {
+                part,
+                backend: self.describe(),
+            });
         }
         if !exists {
             self.create_part_file(v, part)?;
@@ -204,7 +272,11 @@ impl DirBackend {
         let tmp = dir.join(format!(".{}.new", part.chunk));
         let hdr = self.expected_header(v, part)?.encode();
         let create = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
             f.write_all(&hdr)?;
             f.set_len(v.layout.file_size)?;
             f.sync_all()?;
@@ -215,18 +287,28 @@ impl DirBackend {
     }
 
     fn set_alloc_bit(&self, v: &OpenVolume, chunk: u64) -> BackendResult<()> {
-        let mut a = v.alloc.lock().map_err(|_| CoreError::InvalidSetting("allocation map lock poisoned".into()))?;
-        let Some(page) = a.map.set(chunk) else { return Ok(()) };
+        let mut a = v
+            .alloc
+            .lock()
+            .map_err(|_| CoreError::InvalidSetting("allocation map lock poisoned".into()))?;
+        let Some(page) = a.map.set(chunk) else {
+            return Ok(());
+        };
         let bytes = a.map.encode_page(page);
         let path = v.dir.join(super::ALLOC_FILE);
-        let res = a.file.write_all_at(&bytes, page * 4096).and_then(|()| a.file.sync_data());
+        let res = a
+            .file
+            .write_all_at(&bytes, page * 4096)
+            .and_then(|()| a.file.sync_data());
         res.map_err(|e| CoreError::io("write", path, e).into())
     }
 
     pub(super) fn sync_parts(&self, parts: Option<Vec<PartId>>) -> BackendResult<()> {
         let v = self.vol()?;
         let todo: Vec<PartId> = {
-            let Ok(mut dirty) = v.dirty.lock() else { return Err(CoreError::InvalidSetting("dirty set poisoned".into()).into()) };
+            let Ok(mut dirty) = v.dirty.lock() else {
+                return Err(CoreError::InvalidSetting("dirty set poisoned".into()).into());
+            };
             match parts {
                 None => dirty.drain().collect(),
                 Some(p) => p.into_iter().filter(|x| dirty.remove(x)).collect(),
@@ -249,12 +331,17 @@ impl DirBackend {
         let v = self.vol()?;
         self.check_range(v, block, 1)?;
         let Handle::Open(file) = self.handle(v, part)? else {
-            return Ok(RawBlock { data: vec![0; v.layout.block_size as usize], record: [0; RECORD_SIZE] });
+            return Ok(RawBlock {
+                data: vec![0; v.layout.block_size as usize],
+                record: [0; RECORD_SIZE],
+            });
         };
         let mut record = [0u8; RECORD_SIZE];
-        file.read_exact_at(&mut record, v.layout.record_offset(block)).map_err(|e| self.corrupt(part, e.to_string()))?;
+        file.read_exact_at(&mut record, v.layout.record_offset(block))
+            .map_err(|e| self.corrupt(part, e.to_string()))?;
         let mut data = vec![0u8; v.layout.block_size as usize];
-        file.read_exact_at(&mut data, v.layout.data_offset_of(block)).map_err(|e| self.corrupt(part, e.to_string()))?;
+        file.read_exact_at(&mut data, v.layout.data_offset_of(block))
+            .map_err(|e| self.corrupt(part, e.to_string()))?;
         Ok(RawBlock { data, record })
     }
 
@@ -268,14 +355,19 @@ impl DirBackend {
         let v = self.vol()?;
         self.check_range(v, block, 1)?;
         let Handle::Open(file) = self.handle(v, part)? else {
-            return Err(BackendError::PartMissing { part, backend: self.describe() });
+            return Err(BackendError::PartMissing {
+                part,
+                backend: self.describe(),
+            });
         };
         let path = || self.part_path(v.meta.number, part);
         if let Some(d) = data {
-            file.write_all_at(&d, v.layout.data_offset_of(block)).map_err(|e| CoreError::io("write", path(), e))?;
+            file.write_all_at(&d, v.layout.data_offset_of(block))
+                .map_err(|e| CoreError::io("write", path(), e))?;
         }
         if let Some(r) = record {
-            file.write_all_at(&r, v.layout.record_offset(block)).map_err(|e| CoreError::io("write", path(), e))?;
+            file.write_all_at(&r, v.layout.record_offset(block))
+                .map_err(|e| CoreError::io("write", path(), e))?;
         }
         if let Ok(mut d) = v.dirty.lock() {
             d.insert(part);
