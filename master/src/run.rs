@@ -1,0 +1,130 @@
+//! Wiring: flags → backends → volume → NBD server, until a signal.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qbd_core::backend::Backend;
+use qbd_core::backend::dir::DirBackend;
+use qbd_core::meta::volume::RequestedShape;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::Args;
+use crate::device::BlockDevice;
+use crate::nbd::{ExportConfig, Listener, Server};
+use crate::volume::{OpenRequest, VolumeError, open_volume};
+
+/// Runs the master until SIGTERM/SIGINT.
+pub async fn run(args: Args) -> Result<(), VolumeError> {
+    let req = open_request(&args)?;
+    let backends = dir_backends(&args)?;
+    let volume = Arc::new(open_volume(backends, &req).await?);
+    let mut listeners = Vec::new();
+    let tcp = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| setup(format!("cannot listen on {}: {e}", args.listen)))?;
+    let tcp_addr = tcp.local_addr().map_err(|e| setup(e.to_string()))?;
+    listeners.push(Listener::Tcp(tcp));
+    let mut ready = format!(
+        "qbd-master: ready volume={} size={} tcp={tcp_addr}",
+        req.name,
+        volume.size()
+    );
+    if let Some(path) = &args.socket {
+        remove_stale_socket(path)?;
+        let unix = UnixListener::bind(path)
+            .map_err(|e| setup(format!("cannot listen on {}: {e}", path.display())))?;
+        listeners.push(Listener::Unix(unix));
+        ready.push_str(&format!(" unix={}", path.display()));
+    }
+    let mut cfg = ExportConfig::new(req.name.clone());
+    cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout);
+    let server = Server::new(Arc::clone(&volume), cfg);
+    announce(&ready);
+    let served = server.run(listeners, shutdown_signal()).await;
+    let flushed = volume.flush_all().await;
+    if let Some(path) = &args.socket {
+        let _ = std::fs::remove_file(path);
+    }
+    served.map_err(|e| setup(format!("server failed: {e}")))?;
+    flushed?;
+    eprintln!("qbd-master: stopped cleanly");
+    Ok(())
+}
+
+fn setup(msg: String) -> VolumeError {
+    VolumeError::Setup(msg)
+}
+
+fn open_request(args: &Args) -> Result<OpenRequest, VolumeError> {
+    let name = args
+        .volume
+        .clone()
+        .ok_or_else(|| setup("--volume is required".into()))?;
+    let redundancy = args.redundancy.as_deref().map(str::parse).transpose()?;
+    let block_size = args
+        .block_size
+        .map(|b| u32::try_from(b).map_err(|_| setup(format!("--block-size {b} is too large"))))
+        .transpose()?;
+    let shape = RequestedShape {
+        size: args.size,
+        block_size,
+        chunk_size: args.chunk_size,
+        redundancy,
+    };
+    Ok(OpenRequest {
+        name,
+        shape,
+        read_only: args.read_only,
+    })
+}
+
+fn dir_backends(args: &Args) -> Result<Vec<Arc<dyn Backend>>, VolumeError> {
+    if args.dirs.is_empty() {
+        return Err(setup("no backends: give at least one --dir PATH".into()));
+    }
+    args.dirs
+        .iter()
+        .map(|d| Ok(Arc::new(DirBackend::open(d)?) as Arc<dyn Backend>))
+        .collect()
+}
+
+/// Removes a socket file left by a previous run; refuses to remove anything else.
+fn remove_stale_socket(path: &std::path::Path) -> Result<(), VolumeError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(|e| {
+            setup(format!(
+                "cannot remove stale socket {}: {e}",
+                path.display()
+            ))
+        }),
+        Ok(_) => Err(setup(format!(
+            "{} exists and is not a socket",
+            path.display()
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("qbd-master: cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => eprintln!("qbd-master: SIGTERM: finishing in-flight requests"),
+        _ = int.recv() => eprintln!("qbd-master: SIGINT: finishing in-flight requests"),
+    }
+}

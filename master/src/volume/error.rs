@@ -1,0 +1,43 @@
+//! Errors of the volume layer.
+
+use qbd_core::CoreError;
+use qbd_core::backend::BackendError;
+
+use crate::device::DeviceError;
+
+/// Why a volume could not be opened or an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// The operator's flags or backends are wrong (exit 2-style errors).
+    #[error("{0}")]
+    Setup(String),
+    /// A backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Core error (meta files, settings).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// No replica could serve a block.
+    #[error("no good copy of chunk {chunk} block {block}: {why}")]
+    Unreadable {
+        /// Chunk.
+        chunk: u64,
+        /// Block in chunk.
+        block: u32,
+        /// Last reason.
+        why: String,
+    },
+    /// The epoch's generation counter is used up.
+    #[error("generation counter exhausted: restart the master to take a new epoch")]
+    GenerationsExhausted,
+}
+
+impl From<VolumeError> for DeviceError {
+    fn from(e: VolumeError) -> Self {
+        match &e {
+            VolumeError::Backend(b) if b.is_no_space() => DeviceError::NoSpace(e.to_string()),
+            VolumeError::Core(c) if c.is_no_space() => DeviceError::NoSpace(e.to_string()),
+            _ => DeviceError::Io(e.to_string()),
+        }
+    }
+}

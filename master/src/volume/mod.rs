@@ -1,0 +1,92 @@
+//! A volume: byte offsets to chunks, blocks and parts on backends.
+//!
+//! - [`open`]: find or create the volume on the given backends, check the
+//!   placement table, take the backends' locks, bump the epoch.
+//! - [`io`]: the data path (read, write with read-modify-write, trim,
+//!   zeroes, flush) with replication as a loop over parts.
+//! - [`range_lock`]: ordering of overlapping requests.
+//!
+//! Invariants: a chunk's allocation bit is set on every backend holding one
+//! of its parts before its first write; a write is acknowledged only after
+//! every part holds it; `flush` syncs every backend, covering all writes
+//! acknowledged before it started.
+
+pub mod device;
+pub mod error;
+pub mod io;
+pub mod open;
+pub mod range_lock;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use qbd_core::backend::Backend;
+use qbd_core::generation::GenerationCounter;
+use qbd_core::geometry::Geometry;
+use qbd_core::meta::volume::VolumeMeta;
+use qbd_core::placement::PlacementTable;
+
+pub use error::VolumeError;
+pub use open::{OpenRequest, open_volume};
+
+/// An open volume.
+#[derive(Debug)]
+pub struct Volume {
+    meta: VolumeMeta,
+    geo: Geometry,
+    placement: PlacementTable,
+    /// Backends by placement slot.
+    backends: Vec<Arc<dyn Backend>>,
+    generations: GenerationCounter,
+    allocated: AllocBits,
+    alloc_lock: tokio::sync::Mutex<()>,
+    locks: range_lock::RangeLock,
+    read_only: bool,
+}
+
+impl Volume {
+    /// The volume's meta as taken at open (with the new epoch).
+    pub fn meta(&self) -> &VolumeMeta {
+        &self.meta
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    /// The backend holding part `part` of `chunk`.
+    fn backend(&self, chunk: u64, part: usize) -> &Arc<dyn Backend> {
+        &self.backends[self.placement.slot(chunk, part)]
+    }
+}
+
+/// The master's in-memory union of the backends' allocation maps.
+#[derive(Debug)]
+struct AllocBits(Vec<AtomicU64>);
+
+impl AllocBits {
+    fn new(chunks: u64, set: impl Iterator<Item = u64>) -> Self {
+        let bits = AllocBits(
+            (0..chunks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        );
+        for c in set {
+            bits.set(c);
+        }
+        bits
+    }
+
+    fn get(&self, c: u64) -> bool {
+        self.0
+            .get((c / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (c % 64)) != 0)
+    }
+
+    fn set(&self, c: u64) {
+        if let Some(w) = self.0.get((c / 64) as usize) {
+            w.fetch_or(1 << (c % 64), Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Opening a volume: find or create it on the backends, bind the backends to
+//! the placement table by identity, lock, and take a new epoch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use qbd_core::backend::Backend;
+use qbd_core::generation::{GenerationCounter, MAX_EPOCH};
+use qbd_core::geometry::Geometry;
+use qbd_core::meta::volume::{RequestedShape, VolumeMeta};
+use qbd_core::meta::volumes::{VolumesFile, check_name};
+use qbd_core::placement::{BackendId, PlacementTable};
+use qbd_core::redundancy::Redundancy;
+use uuid::Uuid;
+
+use super::range_lock::RangeLock;
+use super::{AllocBits, Volume, VolumeError};
+
+/// Default block size.
+pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
+/// Default chunk size.
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+
+/// What the operator asked for.
+#[derive(Debug, Clone)]
+pub struct OpenRequest {
+    /// Volume name.
+    pub name: String,
+    /// Shape flags (None = not given).
+    pub shape: RequestedShape,
+    /// Serve read-only.
+    pub read_only: bool,
+}
+
+/// Opens (creating if no backend has it) volume `req.name` on `backends`.
+pub async fn open_volume(
+    backends: Vec<Arc<dyn Backend>>,
+    req: &OpenRequest,
+) -> Result<Volume, VolumeError> {
+    check_name(&req.name)?;
+    check_distinct(&backends)?;
+    let numbers = volume_numbers(&backends, &req.name).await?;
+    let meta = match numbers {
+        None => create(&backends, req).await?,
+        Some(nr) => load(&backends, nr, req).await?,
+    };
+    let slots = bind_slots(&backends, &meta)?;
+    let mut alloc = None;
+    for b in &slots {
+        let decoded = b.open_volume(meta.clone()).await?;
+        for p in &decoded.corrupt_pages {
+            eprintln!(
+                "qbd-master: warning: allocation map page {p} on {} is corrupt; its chunks count as written",
+                b.describe()
+            );
+        }
+        alloc
+            .get_or_insert_with(|| decoded.map.clone())
+            .union(&decoded.map);
+    }
+    let meta = take_epoch(&slots, meta).await?;
+    let geo = meta.geometry()?;
+    let map = alloc.ok_or_else(|| VolumeError::Setup("no backends".into()))?;
+    Ok(Volume {
+        placement: meta.placement()?,
+        generations: GenerationCounter::new(meta.epoch),
+        allocated: AllocBits::new(geo.chunk_count(), map.iter()),
+        alloc_lock: tokio::sync::Mutex::new(()),
+        locks: RangeLock::default(),
+        read_only: req.read_only || meta.read_only,
+        backends: slots,
+        geo,
+        meta,
+    })
+}
+
+fn check_distinct(backends: &[Arc<dyn Backend>]) -> Result<(), VolumeError> {
+    let mut seen = HashMap::new();
+    for b in backends {
+        if let Some(other) = seen.insert(b.id(), b.describe()) {
+            return Err(VolumeError::Setup(format!(
+                "{} and {} are the same backend (identity {})",
+                other,
+                b.describe(),
+                b.id()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The volume's number if the backends hold it; errors if only some do or they disagree.
+async fn volume_numbers(
+    backends: &[Arc<dyn Backend>],
+    name: &str,
+) -> Result<Option<u16>, VolumeError> {
+    let mut found: Vec<(String, Option<u16>)> = Vec::new();
+    for b in backends {
+        found.push((b.describe(), b.volume_number(name).await?));
+    }
+    let holders: Vec<_> = found
+        .iter()
+        .filter_map(|(d, n)| n.map(|n| (d, n)))
+        .collect();
+    if holders.is_empty() {
+        return Ok(None);
+    }
+    if let Some((d, _)) = found.iter().find(|(_, n)| n.is_none()) {
+        return Err(VolumeError::Setup(format!(
+            "{d} does not hold volume {name:?} but the other backends do: it is a new or foreign directory; \
+             give the volume's own backends (replacing a backend is `qbd repair --replace`)"
+        )));
+    }
+    let nr = holders[0].1;
+    if let Some((d, n)) = holders.iter().find(|(_, n)| *n != nr) {
+        return Err(VolumeError::Setup(format!(
+            "{d} holds volume {name:?} as number {n}, others as {nr}: these backends belong to different clusters"
+        )));
+    }
+    Ok(Some(nr))
+}
+
+async fn create(
+    backends: &[Arc<dyn Backend>],
+    req: &OpenRequest,
+) -> Result<VolumeMeta, VolumeError> {
+    let s = &req.shape;
+    let size = s.size.ok_or_else(|| {
+        VolumeError::Setup(format!(
+            "volume {:?} does not exist yet: --size is needed to create it",
+            req.name
+        ))
+    })?;
+    let redundancy = s.redundancy.ok_or_else(|| {
+        VolumeError::Setup(format!(
+            "volume {:?} does not exist yet: --redundancy is needed to create it",
+            req.name
+        ))
+    })?;
+    let geo = Geometry::new(
+        size,
+        s.block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
+        s.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE),
+        redundancy,
+    )?;
+    let ids: Vec<BackendId> = backends.iter().map(|b| b.id()).collect();
+    PlacementTable::new(ids.clone(), redundancy.parts())?;
+    let mut files = Vec::new();
+    for b in backends {
+        let used = b.volume_numbers().await?;
+        files.push(VolumesFile {
+            format_version: 1,
+            volumes: used.into_iter().map(|n| (n.to_string(), n)).collect(),
+        });
+    }
+    let meta = VolumeMeta {
+        format_version: 1,
+        name: req.name.clone(),
+        uuid: Uuid::new_v4(),
+        number: VolumesFile::allocate(&files)?,
+        size: geo.size,
+        block_size: geo.block_size,
+        chunk_size: geo.chunk_size,
+        redundancy: redundancy.to_string(),
+        read_only: false,
+        append_only: false,
+        epoch: 0,
+        master: String::new(),
+        placement: ids,
+    };
+    for b in backends {
+        b.create_volume(meta.clone()).await?;
+    }
+    eprintln!(
+        "qbd-master: created volume {:?} (number {}, {} bytes, {}, block {}, chunk {}) on {} backend(s)",
+        meta.name,
+        meta.number,
+        meta.size,
+        meta.redundancy,
+        meta.block_size,
+        meta.chunk_size,
+        backends.len()
+    );
+    Ok(meta)
+}
+
+async fn load(
+    backends: &[Arc<dyn Backend>],
+    nr: u16,
+    req: &OpenRequest,
+) -> Result<VolumeMeta, VolumeError> {
+    let mut best: Option<VolumeMeta> = None;
+    for b in backends {
+        let m = b.load_meta(nr).await?.ok_or_else(|| {
+            VolumeError::Setup(format!(
+                "{} lists volume {:?} but its {nr}/.meta is missing",
+                b.describe(),
+                req.name
+            ))
+        })?;
+        if let Some(prev) = &best {
+            if prev.uuid != m.uuid {
+                return Err(VolumeError::Setup(format!(
+                    "{} holds a different volume {:?} (uuid {}, expected {}): a foreign directory",
+                    b.describe(),
+                    req.name,
+                    m.uuid,
+                    prev.uuid
+                )));
+            }
+        }
+        if best.as_ref().is_none_or(|p| m.epoch > p.epoch) {
+            best = Some(m);
+        }
+    }
+    let meta = best.ok_or_else(|| VolumeError::Setup("no backends given".into()))?;
+    meta.check_requested(&req.shape)?;
+    Ok(meta)
+}
+
+/// Orders the given backends by the placement table; refuses extra or missing ones.
+fn bind_slots(
+    backends: &[Arc<dyn Backend>],
+    meta: &VolumeMeta,
+) -> Result<Vec<Arc<dyn Backend>>, VolumeError> {
+    let by_id: HashMap<BackendId, &Arc<dyn Backend>> =
+        backends.iter().map(|b| (b.id(), b)).collect();
+    for b in backends {
+        if !meta.placement.contains(&b.id()) {
+            return Err(VolumeError::Setup(format!(
+                "{} (identity {}) is not in volume {:?}'s placement table",
+                b.describe(),
+                b.id(),
+                meta.name
+            )));
+        }
+    }
+    meta.placement
+        .iter()
+        .map(|id| {
+            by_id.get(id).map(|b| Arc::clone(b)).ok_or_else(|| {
+                VolumeError::Setup(format!(
+                    "backend {id} of volume {:?} was not given (all {} backends of its placement table are needed)",
+                    meta.name,
+                    meta.placement.len()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Bumps the epoch and records it on every backend.
+async fn take_epoch(
+    backends: &[Arc<dyn Backend>],
+    mut meta: VolumeMeta,
+) -> Result<VolumeMeta, VolumeError> {
+    if meta.epoch >= MAX_EPOCH {
+        return Err(VolumeError::Setup("epoch space exhausted".into()));
+    }
+    meta.epoch += 1;
+    meta.master = format!("{}:{}", hostname(), std::process::id());
+    for b in backends {
+        b.save_meta(meta.clone()).await?;
+    }
+    Ok(meta)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Parses `--redundancy`.
+pub fn parse_redundancy(s: &str) -> Result<Redundancy, VolumeError> {
+    Ok(s.parse()?)
+}
