@@ -70,7 +70,7 @@ impl Volume {
             let guard = self.locks.lock(a, b, Mode::Shared).await;
             let data = self.read_segment(s).await?;
             drop(guard);
-            let aligned = offset % bs == 0 && u64::from(len) % bs == 0;
+            let aligned = offset.is_multiple_of(bs) && u64::from(len).is_multiple_of(bs);
             if aligned && out.is_empty() && segs.peek().is_none() {
                 return Ok(data);
             }
@@ -143,7 +143,7 @@ impl Volume {
         let bs = self.bs();
         let len = data.len() as u64;
         let segs: Vec<Segment> = self.segments(offset, len).collect();
-        if offset % bs == 0 && len % bs == 0 && segs.len() == 1 {
+        if offset.is_multiple_of(bs) && len.is_multiple_of(bs) && segs.len() == 1 {
             return self.write_whole(segs[0], data, fua).await;
         }
         for s in segs {

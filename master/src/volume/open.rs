@@ -198,16 +198,14 @@ async fn load(
                 req.name
             ))
         })?;
-        if let Some(prev) = &best {
-            if prev.uuid != m.uuid {
-                return Err(VolumeError::Setup(format!(
-                    "{} holds a different volume {:?} (uuid {}, expected {}): a foreign directory",
-                    b.describe(),
-                    req.name,
-                    m.uuid,
-                    prev.uuid
-                )));
-            }
+        if let Some(prev) = best.as_ref().filter(|p| p.uuid != m.uuid) {
+            return Err(VolumeError::Setup(format!(
+                "{} holds a different volume {:?} (uuid {}, expected {}): a foreign directory",
+                b.describe(),
+                req.name,
+                m.uuid,
+                prev.uuid
+            )));
         }
         if best.as_ref().is_none_or(|p| m.epoch > p.epoch) {
             best = Some(m);
