@@ -83,6 +83,14 @@ impl AllocMap {
         Some(c / CHUNKS_PER_PAGE + 1)
     }
 
+    /// Clears chunk `c` again after its page failed to persist, so memory
+    /// never claims more than the file (on disk, bits are only ever set).
+    pub(crate) fn unset_unpersisted(&mut self, c: u64) {
+        if c < self.chunks {
+            self.bits[(c / 8) as usize] &= !(1 << (c % 8));
+        }
+    }
+
     /// Merges another map (union).
     pub fn union(&mut self, other: &AllocMap) {
         for (a, b) in self.bits.iter_mut().zip(&other.bits) {

@@ -49,6 +49,9 @@ struct OpenVolume {
     files: RwLock<HashMap<PartId, Arc<File>>>,
     alloc: Mutex<AllocState>,
     dirty: Mutex<HashSet<PartId>>,
+    /// Striped per-part locks: a write (check generations, write data, write
+    /// records) is atomic against other writes and reads of its part.
+    stripes: Vec<RwLock<()>>,
 }
 
 #[derive(Debug)]
@@ -59,6 +62,29 @@ struct AllocState {
 
 const ALLOC_FILE: &str = ".alloc";
 const LOCK_FILE: &str = ".lock";
+const STRIPES: usize = 64;
+
+impl OpenVolume {
+    /// The lock stripe of `part`.
+    fn stripe(&self, part: PartId) -> &RwLock<()> {
+        let h = part
+            .chunk
+            .wrapping_mul(31)
+            .wrapping_add(u64::from(part.part));
+        &self.stripes[(h % STRIPES as u64) as usize]
+    }
+
+    /// Shared access to `part` (reads). The guarded value is `()`, so a
+    /// poisoned lock is as good as a clean one.
+    fn read_part(&self, part: PartId) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.stripe(part).read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Exclusive access to `part` (writes).
+    fn write_part(&self, part: PartId) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.stripe(part).write().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 impl DirBackend {
     /// Opens (and on first use initialises) the backend at `root`. The
@@ -159,6 +185,7 @@ impl DirBackend {
                 map: decoded.map.clone(),
             }),
             dirty: Mutex::new(HashSet::new()),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
         };
         self.vol.set(open).map_err(|_| {
             CoreError::Conflict(format!("{} already has a volume open", self.describe()))

@@ -2,8 +2,12 @@
 //!
 //! A block write is: read the records of the range, keep only blocks whose
 //! stored generation is older (or whose record is invalid), write their data,
-//! then their records. The part is marked dirty *after* the writes, so a
-//! concurrent `sync` either covers them or leaves them dirty for the next.
+//! then their records. It holds its part's stripe lock exclusively (reads
+//! hold it shared), so the generation check cannot race another write and a
+//! read never sees new data under an old record. The part is marked dirty
+//! *after* the writes, so a concurrent `sync` either covers them or leaves
+//! them dirty for the next. Allocations run one at a time under the
+//! allocation map's lock.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -12,12 +16,13 @@ use std::sync::Arc;
 
 use rustix::fs::{FallocateFlags, fallocate};
 
-use super::{DirBackend, OpenVolume};
+use super::{AllocState, DirBackend, OpenVolume};
 use crate::CoreError;
 use crate::backend::{
     Backend, BackendError, BackendResult, BlockState, BlockWrite, PartId, PartRead, RawBlock,
     WriteData, WriteOutcome,
 };
+use crate::format::alloc::PAGE;
 use crate::format::header::{HEADER_LEN, PartHeader};
 use crate::format::record::{MetaRecord, RECORD_SIZE, RecordPos};
 
@@ -120,6 +125,7 @@ impl DirBackend {
     ) -> BackendResult<PartRead> {
         let v = self.vol()?;
         self.check_range(v, first, count)?;
+        let _shared = v.read_part(part);
         let bs = v.layout.block_size as usize;
         let file = match self.handle(v, part)? {
             Handle::Open(f) => f,
@@ -151,6 +157,7 @@ impl DirBackend {
     pub(super) fn write_blocks(&self, w: BlockWrite) -> BackendResult<WriteOutcome> {
         let v = self.vol()?;
         self.check_range(v, w.first, w.count)?;
+        let _exclusive = v.write_part(w.part);
         let bs = v.layout.block_size as usize;
         if let WriteData::Bytes(d) = &w.data
             && d.len() != w.count as usize * bs
@@ -245,14 +252,16 @@ impl DirBackend {
 
     pub(super) fn allocate_part(&self, part: PartId) -> BackendResult<()> {
         let v = self.vol()?;
-        let path = self.part_path(v.meta.number, part);
-        let exists = path.exists();
-        let allocated = v
+        // Allocations run one at a time under the map's lock: two racing
+        // creators of one part would share the temp name, or the second
+        // rename would replace a file the first had already written to.
+        let mut a = v
             .alloc
             .lock()
-            .map(|a| a.map.get(part.chunk))
-            .unwrap_or(true);
-        if !exists && allocated {
+            .map_err(|_| CoreError::InvalidSetting("allocation map lock poisoned".into()))?;
+        let path = self.part_path(v.meta.number, part);
+        let exists = path.exists();
+        if !exists && a.map.get(part.chunk) {
             return Err(BackendError::PartMissing {
                 part,
                 backend: self.describe(),
@@ -261,7 +270,7 @@ impl DirBackend {
         if !exists {
             self.create_part_file(v, part)?;
         }
-        self.set_alloc_bit(v, part.chunk)
+        self.set_alloc_bit(v, &mut a, part.chunk)
     }
 
     /// Creates a part file whole (header, fixed sparse size) under a temp
@@ -286,11 +295,7 @@ impl DirBackend {
         create().map_err(|e| CoreError::io("create part", &path, e).into())
     }
 
-    fn set_alloc_bit(&self, v: &OpenVolume, chunk: u64) -> BackendResult<()> {
-        let mut a = v
-            .alloc
-            .lock()
-            .map_err(|_| CoreError::InvalidSetting("allocation map lock poisoned".into()))?;
+    fn set_alloc_bit(&self, v: &OpenVolume, a: &mut AllocState, chunk: u64) -> BackendResult<()> {
         let Some(page) = a.map.set(chunk) else {
             return Ok(());
         };
@@ -298,9 +303,13 @@ impl DirBackend {
         let path = v.dir.join(super::ALLOC_FILE);
         let res = a
             .file
-            .write_all_at(&bytes, page * 4096)
+            .write_all_at(&bytes, page * PAGE as u64)
             .and_then(|()| a.file.sync_data());
-        res.map_err(|e| CoreError::io("write", path, e).into())
+        res.map_err(|e| {
+            // Not durable: forget the bit so the next allocate retries.
+            a.map.unset_unpersisted(chunk);
+            CoreError::io("write", path, e).into()
+        })
     }
 
     pub(super) fn sync_parts(&self, parts: Option<Vec<PartId>>) -> BackendResult<()> {
@@ -330,6 +339,7 @@ impl DirBackend {
     pub(super) fn raw_read(&self, part: PartId, block: u32) -> BackendResult<RawBlock> {
         let v = self.vol()?;
         self.check_range(v, block, 1)?;
+        let _shared = v.read_part(part);
         let Handle::Open(file) = self.handle(v, part)? else {
             return Ok(RawBlock {
                 data: vec![0; v.layout.block_size as usize],
@@ -354,6 +364,7 @@ impl DirBackend {
     ) -> BackendResult<()> {
         let v = self.vol()?;
         self.check_range(v, block, 1)?;
+        let _exclusive = v.write_part(part);
         let Handle::Open(file) = self.handle(v, part)? else {
             return Err(BackendError::PartMissing {
                 part,
