@@ -164,6 +164,11 @@ async fn zero_writes_read_back_zeros_punched_or_not() -> TestResult {
     let b = &*f.backend;
     b.allocate(part(0)).await?;
     write(b, part(0), 0, pattern(1, 4), generation(1)).await?;
+    let used = || -> std::io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(fs::metadata(f.part_path(part(0)))?.blocks() * 512)
+    };
+    let before = used()?;
     for (first, punch) in [(0, true), (2, false)] {
         let w = BlockWrite {
             part: part(0),
@@ -177,9 +182,15 @@ async fn zero_writes_read_back_zeros_punched_or_not() -> TestResult {
     let r = b.read(part(0), 0, 4).await?;
     assert!(r.data.iter().all(|&x| x == 0));
     assert_eq!(r.blocks, vec![BlockState::Zero(generation(2)); 4]);
-    // On disk too: punched blocks are holes, the others written zeros.
-    let raw = b.read_raw(part(0), 0).await?;
-    assert!(raw.data.iter().all(|&x| x == 0));
+    // On disk: punched blocks became a hole, the others hold written zeros.
+    assert_eq!(
+        before - used()?,
+        2 * BS as u64,
+        "punching frees exactly the two blocks"
+    );
+    for blk in 0..4 {
+        assert!(b.read_raw(part(0), blk).await?.data.iter().all(|&x| x == 0));
+    }
     Ok(())
 }
 
