@@ -19,7 +19,7 @@
 //! | 112..128 | BLAKE3-128 of bytes 0..112    |
 //!
 //! Page `p >= 1` holds the bits of chunks `(p-1)·32512 ..`: bytes 0..4064
-//! bitmap (chunk `c` is bit `c % 8` of byte `c / 8` within the page),
+//! bitmap (chunk `c` is bit `c % 8` of byte `(c % 32512) / 8` of its page),
 //! 4064..4072 the page number, 4072..4080 reserved, 4080..4096 BLAKE3-128 of
 //! bytes 0..4080. An all-zero page (a hole) is valid and empty. A page that
 //! fails its checksum is reported; callers treat its chunks as allocated
