@@ -58,6 +58,9 @@ pub async fn open_volume(
             .get_or_insert_with(|| decoded.map.clone())
             .union(&decoded.map);
     }
+    // Re-read under the locks: another master may have taken an epoch
+    // between our first read and our lock.
+    let meta = reload_locked(&slots, meta).await?;
     let meta = take_epoch(&slots, meta).await?;
     let geo = meta.geometry()?;
     let map = alloc.ok_or_else(|| VolumeError::Setup("no backends".into()))?;
@@ -245,6 +248,33 @@ fn bind_slots(
             })
         })
         .collect()
+}
+
+/// The freshest `.meta` of the volume, read while holding the backends' locks.
+async fn reload_locked(
+    backends: &[Arc<dyn Backend>],
+    meta: VolumeMeta,
+) -> Result<VolumeMeta, VolumeError> {
+    let mut best = meta;
+    for b in backends {
+        let Some(m) = b.load_meta(best.number).await? else {
+            return Err(VolumeError::Setup(format!(
+                "{}: {}/.meta vanished",
+                b.describe(),
+                best.number
+            )));
+        };
+        if m.uuid != best.uuid {
+            return Err(VolumeError::Setup(format!(
+                "{}: volume changed identity while opening",
+                b.describe()
+            )));
+        }
+        if m.epoch > best.epoch {
+            best = m;
+        }
+    }
+    Ok(best)
 }
 
 /// Bumps the epoch and records it on every backend.
