@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# qbd-master against nbdkit's file plugin (the strongest peer measured here), 4 KiB random
+# read and write at QD1 and QD32 through fio's nbd engine, over loopback.
+#
+# Both servers get a 1 GiB target on tmpfs (/dev/shm: this VM reclaims page cache, so disk-backed
+# "cached" files turn into disk reads), both are pre-filled so reads hit data, and the two are
+# interleaved in every round (alternating which goes first) so drift on the shared two cores hits
+# both. Report: per-round IOPS, then median and range per server and the median ratio QBD/nbdkit.
+#
+# Environment (defaults in brackets):
+#   RUNTIME [10]      seconds per fio run          ROUNDS [3]       rounds
+#   SIZE [1G]         target size                  NBDKIT_PORT [10811]
+#   SERVER_CPUS []    taskset CPU list for both servers (empty: no pinning)
+#   CLIENT_CPUS []    taskset CPU list for fio      (empty: no pinning)
+#   OUT [bench/out]   directory for the report (kept; raw fio JSON goes there too)
+# Traffic goes to 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNTIME=${RUNTIME:-10}
+ROUNDS=${ROUNDS:-3}
+SIZE=${SIZE:-1G}
+NBDKIT_PORT=${NBDKIT_PORT:-10811}
+SERVER_CPUS=${SERVER_CPUS:-}
+CLIENT_CPUS=${CLIENT_CPUS:-}
+OUT=${OUT:-bench/out}
+WORKLOADS=("randread 1" "randread 32" "randwrite 1" "randwrite 32")
+
+for tool in fio nbdkit python3; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
+done
+cargo build --release -p qbd-master
+BIN=target/release/qbd-master
+
+WORK=$(mktemp -d /dev/shm/qbd-bench.XXXXXX)
+mkdir -p "$OUT"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+REPORT="$OUT/nbd-vs-nbdkit-$STAMP.txt"
+QBD_PID=
+NBDKIT_PID=
+
+cleanup() {
+    for pid in $QBD_PID $NBDKIT_PID; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in $QBD_PID $NBDKIT_PID; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# CPU pinning prefixes (taskset execs its command, so $! stays the server's own pid).
+PIN_SERVER=()
+PIN_CLIENT=()
+[[ -n $SERVER_CPUS ]] && PIN_SERVER=(taskset -c "$SERVER_CPUS")
+[[ -n $CLIENT_CPUS ]] && PIN_CLIENT=(taskset -c "$CLIENT_CPUS")
+
+wait_for() { # wait_for SECONDS CONDITION...: poll a condition, bounded
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.05
+    done
+}
+
+# qbd-master: replicate:1 on one tmpfs directory; the kernel picks its port.
+mkdir "$WORK/qbd"
+"${PIN_SERVER[@]}" "$BIN" --volume bench --size "$SIZE" --redundancy replicate:1 \
+    --dir "$WORK/qbd" --listen 127.0.0.1:0 >"$WORK/qbd.out" 2>"$WORK/qbd.err" &
+QBD_PID=$!
+if ! wait_for 20 grep -q '^qbd-master: ready ' "$WORK/qbd.out"; then
+    echo "qbd-master not ready; stderr:" >&2
+    cat "$WORK/qbd.err" >&2
+    exit 1
+fi
+QBD_ADDR=$(sed -n 's/^qbd-master: ready .*tcp=\([^ ]*\).*/\1/p' "$WORK/qbd.out")
+QBD_URI="nbd://$QBD_ADDR/bench"
+
+# nbdkit: file plugin on a tmpfs file of the same size.
+truncate -s "$SIZE" "$WORK/nbdkit.img"
+"${PIN_SERVER[@]}" nbdkit -f -i 127.0.0.1 -p "$NBDKIT_PORT" -P "$WORK/nbdkit.pid" \
+    file "$WORK/nbdkit.img" 2>"$WORK/nbdkit.err" &
+NBDKIT_PID=$!
+if ! wait_for 20 test -s "$WORK/nbdkit.pid"; then
+    echo "nbdkit not ready; stderr:" >&2
+    cat "$WORK/nbdkit.err" >&2
+    exit 1
+fi
+NBDKIT_URI="nbd://127.0.0.1:$NBDKIT_PORT/"
+
+fio_run() { # fio_run URI RW QD JSON: one fio job, JSON output to a file
+    local uri=$1 rw=$2 qd=$3 json=$4
+    shift 4
+    "${PIN_CLIENT[@]}" fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs=4k \
+        --iodepth="$qd" --size="$SIZE" --time_based --runtime="$RUNTIME" --ramp_time=1 \
+        --output-format=json --output="$json" "$@" >/dev/null
+}
+
+iops() { # iops JSON RW: the job's IOPS for the read or write side
+    python3 -c 'import json, sys
+job = json.load(open(sys.argv[1]))["jobs"][0]
+print(round(job["read" if sys.argv[2] == "randread" else "write"]["iops"]))' "$1" "$2"
+}
+
+{
+    echo "# qbd-master vs nbdkit file plugin, fio ioengine=nbd, 4 KiB, loopback"
+    echo "date: $STAMP  commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)"
+    echo "kernel: $(uname -r)  cpus: $(nproc)  lo mtu: $(cat /sys/class/net/lo/mtu)"
+    echo "pinning: servers=${SERVER_CPUS:-none} fio=${CLIENT_CPUS:-none}"
+    echo "fio: $(fio --version)  nbdkit: $(nbdkit --version)"
+    echo "targets: $SIZE on tmpfs each; runtime ${RUNTIME}s per run; $ROUNDS rounds"
+    echo
+} | tee "$REPORT"
+
+echo "pre-filling both targets (sequential 1 MiB writes)..." >&2
+for uri in "$QBD_URI" "$NBDKIT_URI"; do
+    "${PIN_CLIENT[@]}" fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M \
+        --iodepth=8 --size="$SIZE" --output-format=terse >/dev/null
+done
+
+RESULTS="$OUT/nbd-vs-nbdkit-$STAMP.csv"
+echo "round,workload,server,iops" >"$RESULTS"
+for ((round = 1; round <= ROUNDS; round++)); do
+    for workload in "${WORKLOADS[@]}"; do
+        read -r rw qd <<<"$workload"
+        order=(qbd nbdkit)
+        ((round % 2 == 0)) && order=(nbdkit qbd)
+        declare -A got=()
+        for server in "${order[@]}"; do
+            uri=$QBD_URI
+            [[ $server == nbdkit ]] && uri=$NBDKIT_URI
+            json="$OUT/nbd-vs-nbdkit-$STAMP-r$round-$rw-qd$qd-$server.json"
+            fio_run "$uri" "$rw" "$qd" "$json"
+            got[$server]=$(iops "$json" "$rw")
+            echo "$round,$rw-qd$qd,$server,${got[$server]}" >>"$RESULTS"
+        done
+        printf 'round %d  %-14s qbd %8d  nbdkit %8d  ratio %.2f\n' "$round" "$rw-qd$qd" \
+            "${got[qbd]}" "${got[nbdkit]}" \
+            "$(python3 -c "print(${got[qbd]} / max(${got[nbdkit]}, 1))")" | tee -a "$REPORT"
+        unset got
+    done
+done
+
+echo | tee -a "$REPORT"
+python3 - "$RESULTS" <<'PY' | tee -a "$REPORT"
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+workloads = list(dict.fromkeys(r["workload"] for r in rows))
+def runs(w, s): return [int(r["iops"]) for r in rows if r["workload"] == w and r["server"] == s]
+print(f"{'workload':<16}{'qbd median (range)':>26}{'nbdkit median (range)':>28}{'ratio':>8}")
+for w in workloads:
+    q, n = runs(w, "qbd"), runs(w, "nbdkit")
+    cell = lambda v: f"{statistics.median(v):.0f} ({min(v)}-{max(v)})"
+    ratio = statistics.median(q) / max(statistics.median(n), 1)
+    print(f"{w:<16}{cell(q):>26}{cell(n):>28}{ratio:>8.2f}")
+PY
+echo "report: $REPORT" >&2

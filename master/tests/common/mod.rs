@@ -1,0 +1,443 @@
+//! Harness for the tests that drive `qbd-master` with real NBD clients.
+//!
+//! - this module: [`Volume`] (the on-disk state, which outlives any one master) and [`Master`]
+//!   (one running server process, stopped with SIGTERM when dropped);
+//! - [`tools`]: finding client tools (`SKIPPED` or, under `QBD_REQUIRE_TOOLS=1`, a failure) and
+//!   running them with a time bound;
+//! - [`raw`]: a hand-rolled NBD client over `TcpStream`, for bytes real clients never send;
+//! - [`data`]: seeded test data and byte comparison that names the first difference.
+//!
+//! Every wait here is bounded: a hung server fails the test with its stderr attached instead of
+//! hanging the suite.
+//!
+//! Harness debugging: with `QBD_TEST_SERVER=nbdkit` the same tests run against nbdkit's file
+//! plugin instead (tests of qbd-specific behaviour, such as refusing contradicting flags, then
+//! fail; that is expected). The suite proper always tests `qbd-master`.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod data;
+mod nbdkit;
+pub mod raw;
+pub mod tools;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a master may take to print its ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a master may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where a volume's directories live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// The default temp dir (real disk on these machines).
+    Disk,
+    /// tmpfs (`/dev/shm`): for tests that move a lot of data.
+    Shm,
+}
+
+/// The directories of one volume; they live as long as this value, across master restarts.
+#[derive(Debug)]
+pub struct Volume {
+    pub name: String,
+    pub replicas: usize,
+    dirs: Vec<TempDir>,
+}
+
+impl Volume {
+    /// A volume named `name`, replicated `replicas` times over as many fresh directories.
+    pub fn new(name: &str, replicas: usize, backing: Backing) -> Volume {
+        let dirs = (0..replicas).map(|_| temp_dir(backing)).collect();
+        Volume {
+            name: name.to_owned(),
+            replicas,
+            dirs,
+        }
+    }
+
+    /// Command-line arguments for a master serving this volume with `size`, plus `extra`.
+    pub fn args(&self, size: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "--volume".to_owned(),
+            self.name.clone(),
+            "--size".to_owned(),
+            size.to_owned(),
+            "--redundancy".to_owned(),
+            format!("replicate:{}", self.replicas),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        for dir in &self.dirs {
+            args.push("--dir".to_owned());
+            args.push(dir.path().display().to_string());
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    /// The first directory (a place for scratch files such as a unix socket).
+    pub fn first_dir(&self) -> &Path {
+        self.dirs[0].path()
+    }
+}
+
+/// A fresh temporary directory on `backing`.
+pub fn temp_dir(backing: Backing) -> TempDir {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("qbd-test-");
+    match backing {
+        Backing::Disk => builder.tempdir(),
+        Backing::Shm => builder.tempdir_in("/dev/shm"),
+    }
+    .expect("create temp dir")
+}
+
+/// Why a master did not become ready.
+#[derive(Debug)]
+pub struct StartFailure {
+    /// Exit status, if the process exited (None: it hung and was killed).
+    pub status: Option<ExitStatus>,
+    pub stderr: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (status {:?}); stderr:\n{}",
+            self.reason, self.status, self.stderr
+        )
+    }
+}
+
+/// One running server process. Dropping it sends SIGTERM (then SIGKILL if it does not exit).
+#[derive(Debug)]
+pub struct Master {
+    child: Option<Child>,
+    /// The TCP address from the ready line.
+    pub addr: SocketAddr,
+    /// The unix socket from the ready line, if one was asked for.
+    pub unix: Option<PathBuf>,
+    /// The export name (= volume name).
+    pub volume: String,
+    /// The export size in bytes, from the ready line.
+    pub size: u64,
+    stderr: Log,
+}
+
+impl Master {
+    /// Starts a server with `args`; panics (with its stderr) unless it becomes ready.
+    pub fn start(args: &[String]) -> Master {
+        Master::try_start(args).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    /// Starts a server with `args` and waits (bounded) for its ready line.
+    pub fn try_start(args: &[String]) -> Result<Master, StartFailure> {
+        if nbdkit::selected() {
+            return nbdkit::start(args);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qbd-master"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn qbd-master");
+        let stderr = Log::collect(child.stderr.take().expect("piped stderr"));
+        let lines = stdout_lines(&mut child);
+        match lines.recv_timeout(READY_TIMEOUT) {
+            Ok(Some(line)) => match ReadyLine::parse(&line) {
+                Some(ready) => Ok(Master::ready(child, ready, stderr)),
+                None => Err(fail(
+                    child,
+                    stderr,
+                    format!("unexpected first stdout line {line:?}"),
+                )),
+            },
+            Ok(None) => Err(fail(
+                child,
+                stderr,
+                "exited before the ready line".to_owned(),
+            )),
+            Err(_) => Err(fail(
+                child,
+                stderr,
+                format!("no ready line within {READY_TIMEOUT:?}"),
+            )),
+        }
+    }
+
+    fn ready(child: Child, ready: ReadyLine, stderr: Log) -> Master {
+        Master {
+            child: Some(child),
+            addr: ready.tcp,
+            unix: ready.unix,
+            volume: ready.volume,
+            size: ready.size,
+            stderr,
+        }
+    }
+
+    /// `nbd://127.0.0.1:PORT/NAME`.
+    pub fn uri(&self) -> String {
+        format!("nbd://{}/{}", self.addr, self.volume)
+    }
+
+    /// `nbd+unix:///NAME?socket=PATH`, if the master listens on a unix socket.
+    pub fn unix_uri(&self) -> Option<String> {
+        let path = self.unix.as_ref()?;
+        Some(format!(
+            "nbd+unix:///{}?socket={}",
+            self.volume,
+            path.display()
+        ))
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Sends SIGTERM and returns the exit status; panics if the server does not exit in time.
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with_stderr().0
+    }
+
+    /// Sends SIGTERM and panics (with the server's stderr) unless it exits with status 0.
+    pub fn stop_cleanly(self) {
+        let (status, stderr) = self.stop_with_stderr();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit status after SIGTERM: {status}; stderr:\n{stderr}"
+        );
+    }
+
+    /// SIGKILL: a crash, with no chance to flush anything.
+    pub fn crash(mut self) {
+        let mut child = self.child.take().expect("master still running");
+        kill(&child, "KILL");
+        child.wait().expect("wait for killed master");
+    }
+
+    fn stop_with_stderr(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("master still running");
+        match terminate(&mut child) {
+            Ok(status) => (status, self.stderr.wait_text()),
+            Err(e) => panic!("{e}; stderr:\n{}", self.stderr.wait_text()),
+        }
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let result = terminate(&mut child);
+            if thread::panicking() || result.is_err() {
+                eprintln!(
+                    "--- server stderr ({:?}) ---\n{}",
+                    result,
+                    self.stderr.wait_text()
+                );
+            }
+        }
+    }
+}
+
+/// The fields of `qbd-master: ready volume=NAME size=BYTES tcp=ADDR [unix=PATH]`.
+#[derive(Debug)]
+struct ReadyLine {
+    volume: String,
+    size: u64,
+    tcp: SocketAddr,
+    unix: Option<PathBuf>,
+}
+
+impl ReadyLine {
+    fn parse(line: &str) -> Option<ReadyLine> {
+        let rest = line.trim_end().strip_prefix("qbd-master: ready ")?;
+        let field = |key: &str| {
+            rest.split(' ')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        };
+        Some(ReadyLine {
+            volume: field("volume")?.to_owned(),
+            size: field("size")?.parse().ok()?,
+            tcp: field("tcp")?.parse().ok()?,
+            unix: field("unix").map(PathBuf::from),
+        })
+    }
+}
+
+/// Sends the first stdout line (None on EOF) through a channel; later lines are ignored.
+fn stdout_lines(child: &mut Child) -> mpsc::Receiver<Option<String>> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok);
+        let _ = tx.send(first);
+        for _ in lines {} // keep draining so the server never blocks on a full pipe
+    });
+    rx
+}
+
+fn fail(mut child: Child, stderr: Log, reason: String) -> StartFailure {
+    let status = match child.try_wait() {
+        Ok(Some(status)) => Some(status),
+        _ => wait_bounded(&mut child, STOP_TIMEOUT)
+            .ok()
+            .flatten()
+            .or_else(|| {
+                kill(&child, "KILL");
+                child.wait().ok();
+                None
+            }),
+    };
+    StartFailure {
+        status,
+        stderr: stderr.wait_text(),
+        reason,
+    }
+}
+
+/// SIGTERM, a bounded wait, then SIGKILL. Err if SIGKILL was needed.
+pub fn terminate(child: &mut Child) -> Result<ExitStatus, String> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Ok(status);
+    }
+    kill(child, "TERM");
+    match wait_bounded(child, STOP_TIMEOUT) {
+        Ok(Some(status)) => Ok(status),
+        other => {
+            kill(child, "KILL");
+            let _ = child.wait();
+            Err(format!(
+                "pid {} did not exit within {STOP_TIMEOUT:?} of SIGTERM ({other:?})",
+                child.id()
+            ))
+        }
+    }
+}
+
+/// Sends `signal` (a name such as "TERM") to the child.
+pub fn kill(child: &Child, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits for the child to exit, up to `timeout`; Ok(None) if it is still running.
+pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    wait_until(timeout, || {
+        child.try_wait().map(|s| s.is_some()).unwrap_or(true)
+    });
+    child.try_wait()
+}
+
+/// Polls `done` until it holds or `timeout` passes; returns whether it held. This is a bounded
+/// wait for a condition (a process exit, a file appearing), not a sleep standing in for one.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child's stderr, collected by a thread so the child never blocks on a full pipe.
+#[derive(Debug, Clone)]
+struct Log {
+    text: Arc<Mutex<String>>,
+    done: Arc<Mutex<Option<mpsc::Receiver<()>>>>,
+}
+
+impl Log {
+    fn collect(mut stderr: ChildStderr) -> Log {
+        let text = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&text);
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                sink.lock()
+                    .expect("log lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            let _ = tx.send(());
+        });
+        Log {
+            text,
+            done: Arc::new(Mutex::new(Some(rx))),
+        }
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().expect("log lock").clone()
+    }
+
+    /// The text once the writer has closed stderr (bounded: the process may have children).
+    fn wait_text(&self) -> String {
+        if let Some(rx) = self.done.lock().expect("log lock").take() {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
+        self.text()
+    }
+}
+
+/// Parses a size with an optional binary suffix (K, M, G, T), as `qbd-master` does.
+pub fn parse_size(s: &str) -> u64 {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        Some(b'T' | b't') => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    digits.parse::<u64>().expect("size digits") << shift
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_parses_with_and_without_unix() {
+        let r = ReadyLine::parse("qbd-master: ready volume=v size=4096 tcp=127.0.0.1:5\n")
+            .expect("parse");
+        assert_eq!(
+            (r.volume.as_str(), r.size, r.tcp.port(), r.unix),
+            ("v", 4096, 5, None)
+        );
+        let r = ReadyLine::parse("qbd-master: ready volume=v size=1 tcp=127.0.0.1:5 unix=/x/s")
+            .expect("parse");
+        assert_eq!(r.unix, Some(PathBuf::from("/x/s")));
+        assert!(ReadyLine::parse("qbd-master: starting").is_none());
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("4K"), 4096);
+        assert_eq!(parse_size("128M"), 128 << 20);
+        assert_eq!(parse_size("1G"), 1 << 30);
+        assert_eq!(parse_size("512"), 512);
+    }
+}
