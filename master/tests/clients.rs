@@ -78,6 +78,18 @@ fn nbdinfo_reports_64k_preferred_block_size() {
 }
 
 #[test]
+fn nbdinfo_for_an_unknown_export_name_fails() {
+    let Some(nbdinfo) = require_tool("nbdinfo") else {
+        return;
+    };
+    let volume = Volume::new("known", 1, Backing::Disk);
+    let master = Master::start(&volume.args("16M", &[]));
+    let mut cmd = Command::new(nbdinfo);
+    cmd.arg(format!("nbd://{}/unknown", master.addr));
+    run(cmd).assert_failure();
+}
+
+#[test]
 fn nbdcopy_round_trip_is_byte_identical_and_persists_across_restart() {
     let Some(nbdcopy) = require_tool("nbdcopy") else {
         return;
