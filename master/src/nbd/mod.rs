@@ -1,1 +1,94 @@
-//! NBD protocol (placeholder).
+//! The NBD server: serves one [`BlockDevice`](crate::device::BlockDevice) as
+//! one export over TCP and unix sockets.
+//!
+//! - [`wire`]: constants and encode/decode of every message (pure, no I/O).
+//! - [`handshake`]: fixed-newstyle option haggling as a sans-IO state
+//!   machine plus a small async driver.
+//! - `conn`: the transmission phase of one connection (tokio).
+//! - `server`: listeners, connection tasks, graceful shutdown.
+//! - [`memdev`]: an in-memory device for tests and demos.
+//!
+//! Supported: `OPT_EXPORT_NAME`, `ABORT`, `LIST`, `INFO`, `GO`,
+//! `STRUCTURED_REPLY` (and `SET/LIST_META_CONTEXT`, answered with no
+//! contexts: block status is not supported yet); commands `READ`, `WRITE`,
+//! `DISC`, `FLUSH`, `TRIM`, `WRITE_ZEROES` with `FUA`, `NO_HOLE`, `DF`.
+//! Not supported: TLS, extended headers, `CACHE`, `BLOCK_STATUS`,
+//! `FAST_ZERO` (all refused cleanly).
+//!
+//! Invariants of the transmission phase:
+//! - Requests of one connection run concurrently and are answered out of
+//!   order; replies go through one writer task, so they never interleave.
+//! - A reply is sent only after the device call returned, so a FLUSH (whose
+//!   device call starts after the FLUSH was read) covers every write
+//!   replied to before it.
+//! - In-flight work per connection is bounded (requests and buffer bytes);
+//!   the reader stops reading while the bound is reached.
+
+mod conn;
+pub mod handshake;
+pub mod memdev;
+mod server;
+pub mod wire;
+
+use std::time::Duration;
+
+pub use handshake::{Export, Negotiated};
+pub use server::{Listener, Server};
+
+/// The export a [`Server`] offers.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    /// Export name; the empty name also selects it (the default export).
+    pub name: String,
+    /// Optional description shown by `OPT_LIST` and `NBD_INFO_DESCRIPTION`.
+    pub description: Option<String>,
+    /// A client that has not finished the handshake by then is dropped.
+    pub handshake_timeout: Duration,
+}
+
+impl ExportConfig {
+    /// An export named `name` with the default handshake timeout (10 s).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            description: None,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a connection ended early. Every variant but `Io` is the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Socket error (including the client vanishing mid-message).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A malformed message (bad magic, bad length).
+    #[error("protocol violation: {0}")]
+    Wire(#[from] wire::WireError),
+    /// The client set client flags this server does not know.
+    #[error("unknown client flags {0:#x}")]
+    ClientFlags(u32),
+    /// A non-fixed-newstyle client sent an option other than `EXPORT_NAME`.
+    #[error("option {0} from a client without fixed newstyle")]
+    NotFixedNewstyle(u32),
+    /// `OPT_EXPORT_NAME` named an export that does not exist.
+    #[error("unknown export {0:?}")]
+    UnknownExport(String),
+    /// Option data too long to read or skip.
+    #[error("option data of {0} bytes")]
+    OptionTooLong(u32),
+    /// A WRITE payload too long to read or skip.
+    #[error("write payload of {0} bytes")]
+    PayloadTooLong(u32),
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+}
+
+impl Error {
+    /// Whether the client broke the protocol (as opposed to a socket error).
+    pub fn is_client_fault(&self) -> bool {
+        !matches!(self, Error::Io(_))
+    }
+}
