@@ -41,11 +41,11 @@ impl DeviceError {
     /// The NBD errno value (from the spec's list only) for this error.
     pub fn nbd_errno(&self) -> u32 {
         match self {
-            DeviceError::Io(_) => 5,        // NBD_EIO
-            DeviceError::ReadOnly => 1,     // NBD_EPERM
-            DeviceError::Invalid(_) => 22,  // NBD_EINVAL
-            DeviceError::NoSpace(_) => 28,  // NBD_ENOSPC
-            DeviceError::Shutdown => 108,   // NBD_ESHUTDOWN
+            DeviceError::Io(_) => 5,       // NBD_EIO
+            DeviceError::ReadOnly => 1,    // NBD_EPERM
+            DeviceError::Invalid(_) => 22, // NBD_EINVAL
+            DeviceError::NoSpace(_) => 28, // NBD_ENOSPC
+            DeviceError::Shutdown => 108,  // NBD_ESHUTDOWN
         }
     }
 }
@@ -64,12 +64,21 @@ pub trait BlockDevice: Send + Sync + 'static {
     /// Reads `len` bytes at `offset`.
     fn read(&self, offset: u64, len: u32) -> impl Future<Output = DeviceResult<Vec<u8>>> + Send;
     /// Writes `data` at `offset`; durable before return if `fua`.
-    fn write(&self, offset: u64, data: Vec<u8>, fua: bool)
-    -> impl Future<Output = DeviceResult<()>> + Send;
+    fn write(
+        &self,
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    ) -> impl Future<Output = DeviceResult<()>> + Send;
     /// Makes every previously completed write durable.
     fn flush(&self) -> impl Future<Output = DeviceResult<()>> + Send;
     /// Discards `len` bytes at `offset` (reads back as zeros afterwards).
-    fn trim(&self, offset: u64, len: u64, fua: bool) -> impl Future<Output = DeviceResult<()>> + Send;
+    fn trim(
+        &self,
+        offset: u64,
+        len: u64,
+        fua: bool,
+    ) -> impl Future<Output = DeviceResult<()>> + Send;
     /// Writes zeros; `no_hole` asks for allocated storage rather than holes.
     fn write_zeroes(
         &self,

@@ -41,8 +41,11 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     let mut cfg = ExportConfig::new(req.name.clone());
     cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout);
     let server = Server::new(Arc::clone(&volume), cfg);
+    // Handlers go in before the ready line: a SIGTERM right after it must
+    // stop us gracefully, not kill us.
+    let shutdown = shutdown_signal()?;
     announce(&ready);
-    let served = server.run(listeners, shutdown_signal()).await;
+    let served = server.run(listeners, shutdown).await;
     let flushed = volume.flush_all().await;
     if let Some(path) = &args.socket {
         let _ = std::fs::remove_file(path);
@@ -114,17 +117,17 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("qbd-master: cannot install signal handlers; stop with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => eprintln!("qbd-master: SIGTERM: finishing in-flight requests"),
-        _ = int.recv() => eprintln!("qbd-master: SIGINT: finishing in-flight requests"),
-    }
+/// Installs SIGTERM/SIGINT handlers now; the future resolves on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, VolumeError> {
+    let term = signal(SignalKind::terminate())
+        .map_err(|e| setup(format!("cannot handle SIGTERM: {e}")))?;
+    let int =
+        signal(SignalKind::interrupt()).map_err(|e| setup(format!("cannot handle SIGINT: {e}")))?;
+    Ok(async move {
+        let (mut term, mut int) = (term, int);
+        tokio::select! {
+            _ = term.recv() => eprintln!("qbd-master: SIGTERM: finishing in-flight requests"),
+            _ = int.recv() => eprintln!("qbd-master: SIGINT: finishing in-flight requests"),
+        }
+    })
 }

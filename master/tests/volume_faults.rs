@@ -8,13 +8,13 @@ mod nbd_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nbd_common::{serve, Client, Running, EXPORT};
+use nbd_common::{Client, EXPORT, Running, serve};
 use qbd_core::backend::dir::DirBackend;
 use qbd_core::backend::fault::{Action, Event, FaultBackend, Gate, OpKind, Rule};
 use qbd_core::backend::{Backend, PartId};
 use qbd_core::meta::volume::RequestedShape;
-use qbd_master::nbd::wire::{cmd_flags, Command};
-use qbd_master::volume::{open_volume, OpenRequest, Volume};
+use qbd_master::nbd::wire::{Command, cmd_flags};
+use qbd_master::volume::{OpenRequest, Volume, open_volume};
 
 const CHUNK: u64 = 256 << 10;
 
@@ -38,14 +38,26 @@ async fn setup() -> Setup {
         },
         read_only: false,
     };
-    let volume: Volume = open_volume(vec![fault.clone() as Arc<dyn Backend>], &req).await.unwrap();
+    let volume: Volume = open_volume(vec![fault.clone() as Arc<dyn Backend>], &req)
+        .await
+        .unwrap();
     let server = serve(Arc::new(volume)).await;
-    Setup { _dir: dir, fault, server }
+    Setup {
+        _dir: dir,
+        fault,
+        server,
+    }
 }
 
 fn hold(fault: &FaultBackend, op: OpKind, block: Option<u32>) -> Gate {
     let gate = Gate::new();
-    fault.add_rule(Rule { op, chunk: None, block, action: Action::Hold(gate.clone()), times: Some(1) });
+    fault.add_rule(Rule {
+        op,
+        chunk: None,
+        block,
+        action: Action::Hold(gate.clone()),
+        times: Some(1),
+    });
     gate
 }
 
@@ -69,12 +81,16 @@ async fn flush_from_another_connection_replies_only_after_earlier_writes_are_syn
     let gate = hold(&s.fault, OpKind::Sync, None);
     b.request(Command::Flush, 0, 2, 0, 0).await;
     gate.wait_arrivals(1).await;
-    assert!(no_reply_yet(&b), "FLUSH replied while its sync was still held");
+    assert!(
+        no_reply_yet(&b),
+        "FLUSH replied while its sync was still held"
+    );
     gate.open();
     let (cookie, err, _) = b.simple_reply(0).await;
     assert_eq!((cookie, err), (2, 0));
     let ev = s.fault.events();
-    let write = position(&ev, |e| matches!(e, Event::Write { first: 2, .. })).expect("write logged");
+    let write =
+        position(&ev, |e| matches!(e, Event::Write { first: 2, .. })).expect("write logged");
     let sync = position(&ev, |e| matches!(e, Event::Sync { parts: None })).expect("sync logged");
     assert!(write < sync, "sync must follow the write it covers: {ev:?}");
     s.server.shutdown().await;
@@ -85,16 +101,30 @@ async fn fua_write_replies_only_after_its_own_part_is_synced() {
     let s = setup().await;
     let (mut c, _, _) = Client::go(s.server.addr, false).await;
     let gate = hold(&s.fault, OpKind::Sync, None);
-    c.request(Command::Write, cmd_flags::FUA, 7, CHUNK + 4096, 4096).await;
-    tokio::io::AsyncWriteExt::write_all(&mut c.s, &[0x11; 4096]).await.unwrap();
+    c.request(Command::Write, cmd_flags::FUA, 7, CHUNK + 4096, 4096)
+        .await;
+    tokio::io::AsyncWriteExt::write_all(&mut c.s, &[0x11; 4096])
+        .await
+        .unwrap();
     gate.wait_arrivals(1).await;
-    assert!(no_reply_yet(&c), "FUA write replied before its sync completed");
+    assert!(
+        no_reply_yet(&c),
+        "FUA write replied before its sync completed"
+    );
     gate.open();
     assert_eq!(c.simple_reply(0).await, (7, 0, vec![]));
     let ev = s.fault.events();
     let part = PartId { chunk: 1, part: 0 };
-    let write = position(&ev, |e| matches!(e, Event::Write { part: p, first: 1, .. } if *p == part)).unwrap();
-    let sync = position(&ev, |e| matches!(e, Event::Sync { parts: Some(p) } if p == &vec![part])).unwrap();
+    let write = position(
+        &ev,
+        |e| matches!(e, Event::Write { part: p, first: 1, .. } if *p == part),
+    )
+    .unwrap();
+    let sync = position(
+        &ev,
+        |e| matches!(e, Event::Sync { parts: Some(p) } if p == &vec![part]),
+    )
+    .unwrap();
     assert!(write < sync, "{ev:?}");
     s.server.shutdown().await;
 }
@@ -140,18 +170,30 @@ async fn shutdown_answers_requests_in_flight_before_returning() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(refused, "server still accepting after shutdown");
-    assert!(!s.server.task.is_finished(), "run() returned with a request in flight");
+    assert!(
+        !s.server.task.is_finished(),
+        "run() returned with a request in flight"
+    );
     gate.open();
     assert_eq!(c.simple_reply(4096).await, (2, 0, vec![0x77; 4096]));
     let r = tokio::time::timeout(Duration::from_secs(10), s.server.task).await;
-    assert!(matches!(r, Ok(Ok(Ok(())))), "run() must return after answering");
+    assert!(
+        matches!(r, Ok(Ok(Ok(())))),
+        "run() must return after answering"
+    );
 }
 
 #[tokio::test]
 async fn a_failing_backend_write_answers_eio_and_the_server_keeps_serving() {
     let s = setup().await;
     let (mut c, _, _) = Client::go(s.server.addr, false).await;
-    s.fault.add_rule(Rule { op: OpKind::Write, chunk: None, block: None, action: Action::Fail, times: Some(1) });
+    s.fault.add_rule(Rule {
+        op: OpKind::Write,
+        chunk: None,
+        block: None,
+        action: Action::Fail,
+        times: Some(1),
+    });
     c.write(1, 0, &[1; 4096]).await;
     assert_eq!(c.simple_reply(0).await, (1, 5, vec![]), "EIO expected");
     c.write(2, 0, &[2; 4096]).await;

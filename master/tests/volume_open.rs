@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use qbd_core::backend::dir::DirBackend;
 use qbd_core::backend::Backend;
+use qbd_core::backend::dir::DirBackend;
 use qbd_core::meta::volume::RequestedShape;
 use qbd_master::device::BlockDevice;
-use qbd_master::volume::{open_volume, OpenRequest, Volume, VolumeError};
+use qbd_master::volume::{OpenRequest, Volume, VolumeError, open_volume};
 
 fn request(name: &str, size: Option<u64>, redundancy: Option<&str>) -> OpenRequest {
     OpenRequest {
@@ -25,7 +25,10 @@ fn request(name: &str, size: Option<u64>, redundancy: Option<&str>) -> OpenReque
 }
 
 fn dirs(paths: &[&Path]) -> Vec<Arc<dyn Backend>> {
-    paths.iter().map(|p| Arc::new(DirBackend::open(p).unwrap()) as Arc<dyn Backend>).collect()
+    paths
+        .iter()
+        .map(|p| Arc::new(DirBackend::open(p).unwrap()) as Arc<dyn Backend>)
+        .collect()
 }
 
 async fn open(paths: &[&Path], req: &OpenRequest) -> Result<Volume, VolumeError> {
@@ -33,7 +36,9 @@ async fn open(paths: &[&Path], req: &OpenRequest) -> Result<Volume, VolumeError>
 }
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[tokio::test]
@@ -42,7 +47,9 @@ async fn replicate_2_over_four_dirs_serves_the_same_data_in_any_flag_order() {
     let p: Vec<&Path> = t.iter().map(|d| d.path()).collect();
     let data = pattern(3, 1 << 20);
     {
-        let v = open(&p, &request("r2", Some(4 << 20), Some("replicate:2"))).await.unwrap();
+        let v = open(&p, &request("r2", Some(4 << 20), Some("replicate:2")))
+            .await
+            .unwrap();
         v.write(12345, data.clone(), false).await.unwrap();
         v.flush().await.unwrap();
     }
@@ -55,43 +62,108 @@ async fn replicate_2_over_four_dirs_serves_the_same_data_in_any_flag_order() {
 #[tokio::test]
 async fn reopening_with_contradicting_flags_is_refused_with_the_setting_named() {
     let t = tempfile::tempdir().unwrap();
-    drop(open(&[t.path()], &request("v", Some(1 << 20), Some("replicate:1"))).await.unwrap());
-    let e = open(&[t.path()], &request("v", Some(2 << 20), None)).await.err().unwrap().to_string();
+    drop(
+        open(
+            &[t.path()],
+            &request("v", Some(1 << 20), Some("replicate:1")),
+        )
+        .await
+        .unwrap(),
+    );
+    let e = open(&[t.path()], &request("v", Some(2 << 20), None))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("--size 2M (volume has 1M)"), "{e}");
-    let e = open(&[t.path()], &request("v", None, Some("replicate:2"))).await.err().unwrap().to_string();
+    let e = open(&[t.path()], &request("v", None, Some("replicate:2")))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("--redundancy"), "{e}");
 }
 
 #[tokio::test]
 async fn creating_needs_size_and_redundancy() {
     let t = tempfile::tempdir().unwrap();
-    let e = open(&[t.path()], &request("v", None, Some("replicate:1"))).await.err().unwrap().to_string();
+    let e = open(&[t.path()], &request("v", None, Some("replicate:1")))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("--size"), "{e}");
-    let e = open(&[t.path()], &request("v", Some(1 << 20), None)).await.err().unwrap().to_string();
+    let e = open(&[t.path()], &request("v", Some(1 << 20), None))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("--redundancy"), "{e}");
 }
 
 #[tokio::test]
 async fn a_directory_of_another_volume_or_cluster_is_refused() {
-    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    drop(open(&[a.path(), b.path()], &request("v", Some(1 << 20), Some("replicate:2"))).await.unwrap());
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    drop(
+        open(
+            &[a.path(), b.path()],
+            &request("v", Some(1 << 20), Some("replicate:2")),
+        )
+        .await
+        .unwrap(),
+    );
     // c is unrelated: not in the placement table.
-    let e = open(&[a.path(), b.path(), c.path()], &request("v", None, None)).await.err().unwrap().to_string();
+    let e = open(&[a.path(), b.path(), c.path()], &request("v", None, None))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("does not hold volume"), "{e}");
     // c holds its own volume "v": another cluster.
-    drop(open(&[c.path()], &request("v", Some(1 << 20), Some("replicate:1"))).await.unwrap());
-    let e = open(&[a.path(), c.path()], &request("v", None, None)).await.err().unwrap().to_string();
-    assert!(e.contains("different volume") || e.contains("placement table"), "{e}");
+    drop(
+        open(
+            &[c.path()],
+            &request("v", Some(1 << 20), Some("replicate:1")),
+        )
+        .await
+        .unwrap(),
+    );
+    let e = open(&[a.path(), c.path()], &request("v", None, None))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("different volume") || e.contains("placement table"),
+        "{e}"
+    );
     // Leaving out a backend of the table is refused too.
-    let e = open(&[a.path()], &request("v", None, None)).await.err().unwrap().to_string();
+    let e = open(&[a.path()], &request("v", None, None))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("was not given"), "{e}");
 }
 
 #[tokio::test]
 async fn a_second_master_cannot_open_a_volume_in_use() {
     let t = tempfile::tempdir().unwrap();
-    let first = open(&[t.path()], &request("v", Some(1 << 20), Some("replicate:1"))).await.unwrap();
-    let e = open(&[t.path()], &request("v", None, None)).await.err().unwrap().to_string();
+    let first = open(
+        &[t.path()],
+        &request("v", Some(1 << 20), Some("replicate:1")),
+    )
+    .await
+    .unwrap();
+    let e = open(&[t.path()], &request("v", None, None))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("locked by another master"), "{e}");
     drop(first);
     assert!(open(&[t.path()], &request("v", None, None)).await.is_ok());
@@ -101,7 +173,12 @@ async fn a_second_master_cannot_open_a_volume_in_use() {
 async fn a_deleted_part_file_is_an_error_never_zeros() {
     let t = tempfile::tempdir().unwrap();
     {
-        let v = open(&[t.path()], &request("v", Some(1 << 20), Some("replicate:1"))).await.unwrap();
+        let v = open(
+            &[t.path()],
+            &request("v", Some(1 << 20), Some("replicate:1")),
+        )
+        .await
+        .unwrap();
         v.write(0, vec![9; 4096], false).await.unwrap();
         v.flush().await.unwrap();
     }
@@ -121,16 +198,26 @@ async fn a_flipped_bit_in_the_only_copy_is_eio_and_the_neighbours_still_read() {
     let t = tempfile::tempdir().unwrap();
     let data = pattern(1, 16384);
     {
-        let v = open(&[t.path()], &request("v", Some(1 << 20), Some("replicate:1"))).await.unwrap();
+        let v = open(
+            &[t.path()],
+            &request("v", Some(1 << 20), Some("replicate:1")),
+        )
+        .await
+        .unwrap();
         v.write(0, data.clone(), false).await.unwrap();
         v.flush().await.unwrap();
     }
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(t.path().join("1/a/0")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(t.path().join("1/a/0"))
+        .unwrap();
     let len = f.metadata().unwrap().len();
     let data_start = len - (64 << 10); // data region is the last chunk_size bytes
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, data_start + 4096 + 10).unwrap();
-    f.write_all_at(&[b[0] ^ 0x10], data_start + 4096 + 10).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], data_start + 4096 + 10)
+        .unwrap();
     let v = open(&[t.path()], &request("v", None, None)).await.unwrap();
     assert_eq!(v.read(4096, 4096).await.err().unwrap().nbd_errno(), 5);
     assert_eq!(v.read(0, 4096).await.unwrap(), data[..4096]);
@@ -140,13 +227,22 @@ async fn a_flipped_bit_in_the_only_copy_is_eio_and_the_neighbours_still_read() {
 #[tokio::test]
 async fn unaligned_writes_trims_and_zeroes_keep_neighbouring_bytes() {
     let t = tempfile::tempdir().unwrap();
-    let v = open(&[t.path()], &request("v", Some(1 << 20), Some("replicate:1"))).await.unwrap();
+    let v = open(
+        &[t.path()],
+        &request("v", Some(1 << 20), Some("replicate:1")),
+    )
+    .await
+    .unwrap();
     let base = pattern(5, 256 << 10);
     v.write(0, base.clone(), false).await.unwrap();
     let mut model = base.clone();
     let mut apply = |off: usize, bytes: &[u8]| model[off..off + bytes.len()].copy_from_slice(bytes);
     // A 512-byte write, one spanning a block boundary, one spanning a chunk boundary.
-    for (off, len, seed) in [(512 * 7, 512, 0x5a), (4000, 300, 1), ((64 << 10) - 1000, 5000, 2)] {
+    for (off, len, seed) in [
+        (512 * 7, 512, 0x5a),
+        (4000, 300, 1),
+        ((64 << 10) - 1000, 5000, 2),
+    ] {
         let d = pattern(seed, len);
         v.write(off as u64, d.clone(), false).await.unwrap();
         apply(off, &d);
@@ -161,12 +257,29 @@ async fn unaligned_writes_trims_and_zeroes_keep_neighbouring_bytes() {
 #[tokio::test]
 async fn out_of_range_requests_are_invalid_and_read_only_refuses_writes() {
     let t = tempfile::tempdir().unwrap();
-    drop(open(&[t.path()], &request("v", Some(1 << 20), Some("replicate:1"))).await.unwrap());
+    drop(
+        open(
+            &[t.path()],
+            &request("v", Some(1 << 20), Some("replicate:1")),
+        )
+        .await
+        .unwrap(),
+    );
     let mut ro = request("v", None, None);
     ro.read_only = true;
     let v = open(&[t.path()], &ro).await.unwrap();
-    assert_eq!(v.read((1 << 20) - 10, 11).await.err().unwrap().nbd_errno(), 22);
+    assert_eq!(
+        v.read((1 << 20) - 10, 11).await.err().unwrap().nbd_errno(),
+        22
+    );
     assert_eq!(v.read(u64::MAX - 1, 4).await.err().unwrap().nbd_errno(), 22);
-    assert_eq!(v.write(0, vec![1; 10], false).await.err().unwrap().nbd_errno(), 1);
+    assert_eq!(
+        v.write(0, vec![1; 10], false)
+            .await
+            .err()
+            .unwrap()
+            .nbd_errno(),
+        1
+    );
     assert_eq!(v.trim(0, 4096, false).await.err().unwrap().nbd_errno(), 1);
 }
