@@ -20,7 +20,7 @@ use super::{
     Backend, BackendError, BackendResult, BlockWrite, BoxFut, PartId, PartRead, RawBlock,
     WriteOutcome,
 };
-use crate::format::alloc::DecodedAlloc;
+use crate::format::alloc::{AllocMap, DecodedAlloc};
 use crate::format::record::RECORD_SIZE;
 use crate::generation::Generation;
 use crate::meta::volume::VolumeMeta;
@@ -319,6 +319,31 @@ impl FaultBackend {
     }
 }
 
+impl FaultBackend {
+    /// A write or repair through the faults, undo log and event log.
+    fn faulty_write(&self, w: BlockWrite, repair: bool) -> BoxFut<'_, BackendResult<WriteOutcome>> {
+        Box::pin(async move {
+            self.inject(OpKind::Write, Some(w.part.chunk), Some((w.first, w.count)))
+                .await?;
+            let id = self.save_undo(&w).await?;
+            let e = Event::Write {
+                part: w.part,
+                first: w.first,
+                count: w.count,
+                generation: w.generation,
+            };
+            let r = if repair {
+                self.inner.repair(w).await?
+            } else {
+                self.inner.write(w).await?
+            };
+            self.complete_undo(id);
+            self.record(e);
+            Ok(r)
+        })
+    }
+}
+
 impl Backend for FaultBackend {
     fn id(&self) -> BackendId {
         self.inner.id()
@@ -363,20 +388,38 @@ impl Backend for FaultBackend {
     }
 
     fn write(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
+        self.faulty_write(w, false)
+    }
+
+    fn repair(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
+        self.faulty_write(w, true)
+    }
+
+    fn recreate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {
         Box::pin(async move {
-            self.inject(OpKind::Write, Some(w.part.chunk), Some((w.first, w.count)))
+            self.inject(OpKind::Allocate, Some(part.chunk), None)
                 .await?;
-            let id = self.save_undo(&w).await?;
-            let e = Event::Write {
-                part: w.part,
-                first: w.first,
-                count: w.count,
-                generation: w.generation,
-            };
-            let r = self.inner.write(w).await?;
-            self.complete_undo(id);
-            self.record(e);
-            Ok(r)
+            self.inner.recreate(part).await?;
+            self.record(Event::Allocate { part });
+            Ok(())
+        })
+    }
+
+    fn load_stale(&self) -> BoxFut<'_, BackendResult<Vec<(BackendId, AllocMap)>>> {
+        self.inner.load_stale()
+    }
+
+    fn mark_stale(&self, of: BackendId, chunks: Vec<u64>) -> BoxFut<'_, BackendResult<()>> {
+        Box::pin(async move {
+            self.inject(OpKind::Write, None, None).await?;
+            self.inner.mark_stale(of, chunks).await
+        })
+    }
+
+    fn clear_stale(&self, of: BackendId, chunks: Vec<u64>) -> BoxFut<'_, BackendResult<()>> {
+        Box::pin(async move {
+            self.inject(OpKind::Write, None, None).await?;
+            self.inner.clear_stale(of, chunks).await
         })
     }
 

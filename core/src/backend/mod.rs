@@ -28,7 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::CoreError;
-use crate::format::alloc::DecodedAlloc;
+use crate::format::alloc::{AllocMap, DecodedAlloc};
 use crate::format::record::RECORD_SIZE;
 use crate::generation::Generation;
 use crate::meta::volume::VolumeMeta;
@@ -184,6 +184,21 @@ pub trait Backend: Send + Sync + Debug {
     fn allocate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>>;
     /// Makes completed writes durable (all parts, or at least `parts`).
     fn sync(&self, parts: Option<Vec<PartId>>) -> BoxFut<'_, BackendResult<()>>;
+
+    /// The repair operation: writes blocks whatever their stored
+    /// generation (the volume lock and epoch fence it), creating nothing:
+    /// the part must exist (see [`Backend::recreate`]).
+    fn repair(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>>;
+    /// Replaces a part with a fresh, empty part file (before a whole-chunk
+    /// resync) and sets its chunk's allocation bit, durably.
+    fn recreate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>>;
+    /// The degraded maps this backend holds: for other backends, the chunks
+    /// whose part there missed writes.
+    fn load_stale(&self) -> BoxFut<'_, BackendResult<Vec<(BackendId, AllocMap)>>>;
+    /// Records durably that `of`'s parts of `chunks` are stale.
+    fn mark_stale(&self, of: BackendId, chunks: Vec<u64>) -> BoxFut<'_, BackendResult<()>>;
+    /// Records durably that `of`'s parts of `chunks` are current again.
+    fn clear_stale(&self, of: BackendId, chunks: Vec<u64>) -> BoxFut<'_, BackendResult<()>>;
 
     /// Raw bytes of one block (no checks).
     fn read_raw(&self, part: PartId, block: u32) -> BoxFut<'_, BackendResult<RawBlock>>;

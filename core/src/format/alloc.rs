@@ -1,3 +1,12 @@
+//! Chunk bitmaps: one bit per chunk, in checksummed 4 KiB pages.
+//!
+//! Three files share this format, told apart by their magic:
+//! - `QBDALLOC`, `<nr>/.alloc`: the allocation map (below).
+//! - `QBDSTALE`, `<nr>/.stale.<backend-uuid>`: the degraded map — chunks
+//!   whose part on that backend missed writes; held by the other backends.
+//! - `QBDINTNT`, `<state>/<volume-uuid>.intent`: the master's write-intent
+//!   log; the header's tag is the epoch of the master that wrote it.
+//!
 //! The allocation map: which chunks have ever been written (`<nr>/.alloc`).
 //!
 //! This is how a missing part is told from a never-written one: before the
@@ -10,12 +19,13 @@
 //!
 //! | bytes    | field                         |
 //! |----------|-------------------------------|
-//! | 0..8     | magic `QBDALLOC`              |
+//! | 0..8     | magic (`QBDALLOC`, `QBDSTALE`, `QBDINTNT`) |
 //! | 8..10    | version (1)                   |
 //! | 10..16   | reserved (0)                  |
 //! | 16..32   | volume UUID                   |
 //! | 32..40   | chunk count                   |
-//! | 40..112  | reserved (0)                  |
+//! | 40..48   | tag (intent: epoch; else 0)   |
+//! | 48..112  | reserved (0)                  |
 //! | 112..128 | BLAKE3-128 of bytes 0..112    |
 //!
 //! Page `p >= 1` holds the bits of chunks `(p-1)·32512 ..`: bytes 0..4064
@@ -34,13 +44,35 @@ use crate::{CoreError, CoreResult};
 pub const PAGE: usize = 4096;
 /// Chunks per bitmap page.
 pub const CHUNKS_PER_PAGE: u64 = 4064 * 8;
-const MAGIC: [u8; 8] = *b"QBDALLOC";
 
-/// The in-memory allocation bitmap.
+/// Which bitmap file this is (its magic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitmapKind {
+    /// The allocation map.
+    Alloc,
+    /// A degraded (stale) map.
+    Stale,
+    /// The master's write-intent log.
+    Intent,
+}
+
+impl BitmapKind {
+    fn magic(self) -> [u8; 8] {
+        match self {
+            BitmapKind::Alloc => *b"QBDALLOC",
+            BitmapKind::Stale => *b"QBDSTALE",
+            BitmapKind::Intent => *b"QBDINTNT",
+        }
+    }
+}
+
+/// An in-memory chunk bitmap (allocation, stale or intent map).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocMap {
+    kind: BitmapKind,
     volume: Uuid,
     chunks: u64,
+    tag: u64,
     bits: Vec<u8>,
 }
 
@@ -54,10 +86,17 @@ pub struct DecodedAlloc {
 }
 
 impl AllocMap {
-    /// An empty map.
+    /// An empty allocation map.
     pub fn new(volume: Uuid, chunks: u64) -> Self {
+        Self::with_kind(BitmapKind::Alloc, volume, chunks, 0)
+    }
+
+    /// An empty bitmap of `kind` with header tag `tag`.
+    pub fn with_kind(kind: BitmapKind, volume: Uuid, chunks: u64, tag: u64) -> Self {
         let pages = chunks.div_ceil(CHUNKS_PER_PAGE).max(1);
         AllocMap {
+            kind,
+            tag,
             volume,
             chunks,
             bits: vec![0; (pages * 4064) as usize],
@@ -91,6 +130,25 @@ impl AllocMap {
         }
     }
 
+    /// Clears chunk `c`; returns the page number to persist if it changed.
+    pub fn clear(&mut self, c: u64) -> Option<u64> {
+        if !self.get(c) {
+            return None;
+        }
+        self.bits[(c / 8) as usize] &= !(1 << (c % 8));
+        Some(c / CHUNKS_PER_PAGE + 1)
+    }
+
+    /// The header tag (the intent log's epoch).
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// True if no chunk is set.
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|&b| b == 0)
+    }
+
     /// Merges another map (union).
     pub fn union(&mut self, other: &AllocMap) {
         for (a, b) in self.bits.iter_mut().zip(&other.bits) {
@@ -111,10 +169,11 @@ impl AllocMap {
     /// Encodes the header page.
     pub fn encode_header(&self) -> [u8; PAGE] {
         let mut b = [0u8; PAGE];
-        b[0..8].copy_from_slice(&MAGIC);
+        b[0..8].copy_from_slice(&self.kind.magic());
         b[8..10].copy_from_slice(&1u16.to_le_bytes());
         b[16..32].copy_from_slice(self.volume.as_bytes());
         b[32..40].copy_from_slice(&self.chunks.to_le_bytes());
+        b[40..48].copy_from_slice(&self.tag.to_le_bytes());
         let sum = checksum128(&[&b[..112]]);
         b[112..128].copy_from_slice(&sum);
         b
@@ -140,13 +199,18 @@ impl AllocMap {
         out
     }
 
-    /// Decodes a whole file, checking it belongs to `volume`.
+    /// Decodes a whole allocation map file, checking it belongs to `volume`.
     pub fn decode(bytes: &[u8], volume: Uuid) -> CoreResult<DecodedAlloc> {
-        let bad = |why: &str| Err(CoreError::malformed("allocation map", why));
+        Self::decode_kind(bytes, BitmapKind::Alloc, volume)
+    }
+
+    /// Decodes a whole bitmap file of `kind`, checking it belongs to `volume`.
+    pub fn decode_kind(bytes: &[u8], kind: BitmapKind, volume: Uuid) -> CoreResult<DecodedAlloc> {
+        let bad = |why: &str| Err(CoreError::malformed("chunk bitmap", why));
         if bytes.len() < 128 {
             return bad("truncated header");
         }
-        if bytes[0..8] != MAGIC || checksum128(&[&bytes[..112]]) != bytes[112..128] {
+        if bytes[0..8] != kind.magic() || checksum128(&[&bytes[..112]]) != bytes[112..128] {
             return bad("bad magic or header checksum");
         }
         if le_u16(bytes, 8) != 1 {
@@ -155,7 +219,7 @@ impl AllocMap {
         if bytes[16..32] != *volume.as_bytes() {
             return bad("belongs to another volume");
         }
-        let mut map = AllocMap::new(volume, le_u64(bytes, 32));
+        let mut map = AllocMap::with_kind(kind, volume, le_u64(bytes, 32), le_u64(bytes, 40));
         if bytes.len() as u64 > map.page_count() * PAGE as u64
             || !bytes.len().is_multiple_of(PAGE) && bytes.len() > PAGE
         {
@@ -235,5 +299,32 @@ mod tests {
         assert_eq!(d.corrupt_pages, vec![1]);
         assert!(d.map.get(9), "a corrupt page counts as allocated");
         Ok(())
+    }
+
+    #[test]
+    fn kinds_are_told_apart_and_the_tag_round_trips() -> CoreResult<()> {
+        let mut m = AllocMap::with_kind(BitmapKind::Intent, VOL, 70_000, 17);
+        m.set(40_000);
+        let bytes = m.encode();
+        assert_eq!(&bytes[0..8], b"QBDINTNT");
+        assert_eq!(&bytes[40..48], &17u64.to_le_bytes());
+        let d = AllocMap::decode_kind(&bytes, BitmapKind::Intent, VOL)?;
+        assert_eq!(d.map, m);
+        assert_eq!(d.map.tag(), 17);
+        assert!(
+            AllocMap::decode(&bytes, VOL).is_err(),
+            "an intent log is not an allocation map"
+        );
+        assert!(AllocMap::decode_kind(&bytes, BitmapKind::Stale, VOL).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn clear_reports_the_page_once() {
+        let mut m = AllocMap::with_kind(BitmapKind::Stale, VOL, 100, 0);
+        assert_eq!(m.clear(3), None);
+        m.set(3);
+        assert_eq!(m.clear(3), Some(1));
+        assert!(!m.get(3) && m.is_empty());
     }
 }

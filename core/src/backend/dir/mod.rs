@@ -9,6 +9,7 @@
 //! local disks and tmpfs). The data path lives in [`part_io`].
 
 mod part_io;
+mod stale;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -52,6 +53,8 @@ struct OpenVolume {
     /// Striped per-part locks: a write (check generations, write data, write
     /// records) is atomic against other writes and reads of its part.
     stripes: Vec<RwLock<()>>,
+    /// Degraded maps held here, by the backend they describe.
+    stale: Mutex<HashMap<BackendId, AllocState>>,
 }
 
 #[derive(Debug)]
@@ -186,7 +189,9 @@ impl DirBackend {
             }),
             dirty: Mutex::new(HashSet::new()),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            stale: Mutex::new(HashMap::new()),
         };
+        self.load_stale_files(&open)?;
         self.vol.set(open).map_err(|_| {
             CoreError::Conflict(format!("{} already has a volume open", self.describe()))
         })?;
@@ -261,7 +266,27 @@ impl Backend for DirBackend {
     }
 
     fn write(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
-        Box::pin(async move { self.write_blocks(w) })
+        Box::pin(async move { self.write_blocks(w, false) })
+    }
+
+    fn repair(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
+        Box::pin(async move { self.write_blocks(w, true) })
+    }
+
+    fn recreate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {
+        Box::pin(async move { self.recreate_part(part) })
+    }
+
+    fn load_stale(&self) -> BoxFut<'_, BackendResult<Vec<(BackendId, AllocMap)>>> {
+        Box::pin(async move { self.stale_maps() })
+    }
+
+    fn mark_stale(&self, of: BackendId, chunks: Vec<u64>) -> BoxFut<'_, BackendResult<()>> {
+        Box::pin(async move { self.update_stale(of, &chunks, true) })
+    }
+
+    fn clear_stale(&self, of: BackendId, chunks: Vec<u64>) -> BoxFut<'_, BackendResult<()>> {
+        Box::pin(async move { self.update_stale(of, &chunks, false) })
     }
 
     fn allocate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {

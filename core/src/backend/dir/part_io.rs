@@ -154,7 +154,10 @@ impl DirBackend {
         Ok(PartRead { data, blocks })
     }
 
-    pub(super) fn write_blocks(&self, w: BlockWrite) -> BackendResult<WriteOutcome> {
+    /// A normal write (`force = false`: only blocks with an older stored
+    /// generation apply) or the repair operation (`force = true`: every
+    /// block applies, whatever is stored).
+    pub(super) fn write_blocks(&self, w: BlockWrite, force: bool) -> BackendResult<WriteOutcome> {
         let v = self.vol()?;
         self.check_range(v, w.first, w.count)?;
         let _exclusive = v.write_part(w.part);
@@ -188,7 +191,7 @@ impl DirBackend {
             let rec_bytes = &old[i * RECORD_SIZE..(i + 1) * RECORD_SIZE];
             let newer =
                 MetaRecord::decode(rec_bytes, pos).map_or(true, |r| r.generation < w.generation);
-            if !newer {
+            if !newer && !force {
                 out.skipped += 1;
                 continue;
             }
@@ -269,6 +272,25 @@ impl DirBackend {
         }
         if !exists {
             self.create_part_file(v, part)?;
+        }
+        self.set_alloc_bit(v, &mut a, part.chunk)
+    }
+
+    /// Replaces a part file with a fresh, empty one (resync of a whole
+    /// chunk) and sets its chunk's allocation bit.
+    pub(super) fn recreate_part(&self, part: PartId) -> BackendResult<()> {
+        let v = self.vol()?;
+        let mut a = v
+            .alloc
+            .lock()
+            .map_err(|_| CoreError::InvalidSetting("allocation map lock poisoned".into()))?;
+        let _exclusive = v.write_part(part);
+        self.create_part_file(v, part)?;
+        if let Ok(mut files) = v.files.write() {
+            files.remove(&part);
+        }
+        if let Ok(mut d) = v.dirty.lock() {
+            d.remove(&part);
         }
         self.set_alloc_bit(v, &mut a, part.chunk)
     }
