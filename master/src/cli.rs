@@ -21,7 +21,9 @@ pub struct Args {
     #[arg(long, value_parser = parse_size)]
     pub size: Option<u64>,
 
-    /// Redundancy when creating: replicate:N (N copies on N backends).
+    /// Redundancy when creating: replicate:N (N copies on N distinct backends;
+    /// I/O continues while one copy is reachable, missed writes are recorded
+    /// in the degraded map and resynced at the next start).
     #[arg(long)]
     pub redundancy: Option<String>,
 
@@ -41,6 +43,11 @@ pub struct Args {
     #[arg(long = "dir", value_name = "PATH")]
     pub dirs: Vec<PathBuf>,
 
+    /// The master's local state directory: the write-intent log of each
+    /// volume (`<uuid>.intent`). Keep it on a local disk of the master host.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/qbd")]
+    pub state: PathBuf,
+
     /// TCP address to serve NBD on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:10809")]
     pub listen: SocketAddr,
@@ -54,10 +61,14 @@ pub struct Args {
     pub handshake_timeout: u64,
 
     /// Demo: a 1G volume "demo", replicate:1 striped over three directories
-    /// under $TMPDIR/qbd-demo (created if needed). Other flags override.
+    /// under $TMPDIR/qbd-demo (created if needed), state in
+    /// $TMPDIR/qbd-demo/state. Other flags override.
     #[arg(long)]
     pub demo: bool,
 }
+
+/// The default of `--state`.
+pub const DEFAULT_STATE: &str = "/var/lib/qbd";
 
 const AFTER_HELP: &str = "\
 When ready, prints one line to stdout:
@@ -81,8 +92,11 @@ impl Args {
         self.volume.get_or_insert_with(|| "demo".into());
         self.size.get_or_insert(1 << 30);
         self.redundancy.get_or_insert_with(|| "replicate:1".into());
+        let base = std::env::temp_dir().join("qbd-demo");
+        if self.state == std::path::Path::new(DEFAULT_STATE) {
+            self.state = base.join("state");
+        }
         if self.dirs.is_empty() {
-            let base = std::env::temp_dir().join("qbd-demo");
             for i in 0..3 {
                 let d = base.join(format!("d{i}"));
                 std::fs::create_dir_all(&d)?;

@@ -80,6 +80,7 @@ fn open_request(args: &Args) -> Result<OpenRequest, VolumeError> {
         name,
         shape,
         read_only: args.read_only,
+        state_dir: args.state.clone(),
     })
 }
 

@@ -37,6 +37,7 @@ async fn setup() -> Setup {
             redundancy: Some("replicate:1".parse().unwrap()),
         },
         read_only: false,
+        state_dir: std::env::temp_dir().join("qbd-test-state"),
     };
     let volume: Volume = open_volume(vec![fault.clone() as Arc<dyn Backend>], &req)
         .await

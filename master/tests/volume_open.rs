@@ -21,6 +21,7 @@ fn request(name: &str, size: Option<u64>, redundancy: Option<&str>) -> OpenReque
             redundancy: redundancy.map(|r| r.parse().unwrap()),
         },
         read_only: false,
+        state_dir: std::env::temp_dir().join("qbd-test-state"),
     }
 }
 

@@ -103,6 +103,11 @@ impl AllocMap {
         }
     }
 
+    /// The volume this map belongs to.
+    pub fn volume(&self) -> Uuid {
+        self.volume
+    }
+
     /// Number of chunks covered.
     pub fn chunks(&self) -> u64 {
         self.chunks

@@ -27,6 +27,9 @@ pub enum VolumeError {
         /// Last reason.
         why: String,
     },
+    /// Not one copy could be written, synced or recorded.
+    #[error("no redundancy left: {0}")]
+    NoCopy(String),
     /// The epoch's generation counter is used up.
     #[error("generation counter exhausted: restart the master to take a new epoch")]
     GenerationsExhausted,

@@ -7,26 +7,25 @@
 //! parts until every block has a verified copy; writes go to every part and
 //! complete when all have it.
 
-use futures_util::future::join_all;
-use qbd_core::backend::{BlockState, BlockWrite, PartId, WriteData};
+use qbd_core::backend::WriteData;
 
 use super::range_lock::Mode;
 use super::{Volume, VolumeError};
 
 /// One chunk's share of a request, in whole blocks.
 #[derive(Debug, Clone, Copy)]
-struct Segment {
-    chunk: u64,
+pub(super) struct Segment {
+    pub(super) chunk: u64,
     /// First block within the chunk.
-    first: u32,
+    pub(super) first: u32,
     /// Blocks covered.
-    count: u32,
+    pub(super) count: u32,
     /// Byte offset of the segment's first block in the volume.
-    start: u64,
+    pub(super) start: u64,
 }
 
 impl Volume {
-    fn bs(&self) -> u64 {
+    pub(super) fn bs(&self) -> u64 {
         u64::from(self.geo.block_size)
     }
 
@@ -54,7 +53,7 @@ impl Volume {
         })
     }
 
-    fn lock_range(&self, s: Segment) -> (u64, u64) {
+    pub(super) fn lock_range(&self, s: Segment) -> (u64, u64) {
         let bpc = u64::from(self.geo.blocks_per_chunk());
         let g = s.chunk * bpc + u64::from(s.first);
         (g, g + u64::from(s.count))
@@ -80,62 +79,6 @@ impl Volume {
             copy_overlap(&data, s.start, &mut out, offset);
         }
         Ok(out)
-    }
-
-    /// Reads a segment's blocks from whichever parts have good copies.
-    async fn read_segment(&self, s: Segment) -> Result<Vec<u8>, VolumeError> {
-        let bs = self.bs() as usize;
-        if !self.allocated.get(s.chunk) {
-            return Ok(vec![0; s.count as usize * bs]);
-        }
-        let parts = self.geo.redundancy.parts();
-        let start = (s.chunk % parts as u64) as usize;
-        let mut out: Option<Vec<u8>> = None;
-        let mut bad: Vec<u32> = (0..s.count).collect();
-        let mut why = String::from("no replica answered");
-        for i in 0..parts {
-            let p = (start + i) % parts;
-            let id = PartId {
-                chunk: s.chunk,
-                part: p as u8,
-            };
-            let read = match self.backend(s.chunk, p).read(id, s.first, s.count).await {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("qbd-master: read of {id:?} failed: {e}");
-                    why = e.to_string();
-                    continue;
-                }
-            };
-            let buf = out.get_or_insert_with(|| vec![0u8; s.count as usize * bs]);
-            bad.retain(|&b| match &read.blocks[b as usize] {
-                BlockState::Corrupt(reason) => {
-                    eprintln!(
-                        "qbd-master: chunk {} part {p} block {}: {reason}",
-                        s.chunk,
-                        s.first + b
-                    );
-                    why = reason.clone();
-                    true
-                }
-                _ => {
-                    let r = b as usize * bs..(b as usize + 1) * bs;
-                    buf[r.clone()].copy_from_slice(&read.data[r]);
-                    false
-                }
-            });
-            if bad.is_empty() {
-                break;
-            }
-        }
-        match (bad.first(), out) {
-            (None, Some(buf)) => Ok(buf),
-            (first_bad, _) => Err(VolumeError::Unreadable {
-                chunk: s.chunk,
-                block: s.first + first_bad.copied().unwrap_or(0),
-                why,
-            }),
-        }
     }
 
     /// Writes `data` at `offset`; durable before return if `fua`.
@@ -196,73 +139,6 @@ impl Volume {
         self.write_parts(s, WriteData::Bytes(buf), fua).await
     }
 
-    /// Writes a segment's new blocks to every part of its chunk.
-    async fn write_parts(&self, s: Segment, data: WriteData, fua: bool) -> Result<(), VolumeError> {
-        let generation = self
-            .generations
-            .next()
-            .ok_or(VolumeError::GenerationsExhausted)?;
-        let parts = self.geo.redundancy.parts();
-        let mut payloads = Vec::with_capacity(parts);
-        match data {
-            WriteData::Bytes(d) => {
-                for _ in 1..parts {
-                    payloads.push(WriteData::Bytes(d.clone()));
-                }
-                payloads.push(WriteData::Bytes(d));
-            }
-            WriteData::Zero { punch } => {
-                payloads.extend((0..parts).map(|_| WriteData::Zero { punch }))
-            }
-        }
-        let writes = payloads.into_iter().enumerate().map(|(p, data)| {
-            let part = PartId {
-                chunk: s.chunk,
-                part: p as u8,
-            };
-            let w = BlockWrite {
-                part,
-                first: s.first,
-                count: s.count,
-                data,
-                generation,
-            };
-            async move {
-                let backend = self.backend(s.chunk, p);
-                backend.write(w).await?;
-                if fua {
-                    backend.sync(Some(vec![part])).await?;
-                }
-                Ok::<(), VolumeError>(())
-            }
-        });
-        for r in join_all(writes).await {
-            r?;
-        }
-        Ok(())
-    }
-
-    /// Sets the chunk's allocation bit and creates its parts before its first write.
-    async fn ensure_allocated(&self, chunk: u64) -> Result<(), VolumeError> {
-        if self.allocated.get(chunk) {
-            return Ok(());
-        }
-        let _g = self.alloc_lock.lock().await;
-        if self.allocated.get(chunk) {
-            return Ok(());
-        }
-        for p in 0..self.geo.redundancy.parts() {
-            self.backend(chunk, p)
-                .allocate(PartId {
-                    chunk,
-                    part: p as u8,
-                })
-                .await?;
-        }
-        self.allocated.set(chunk);
-        Ok(())
-    }
-
     /// Zeroes `len` bytes at `offset` (TRIM when `punch`, else WRITE_ZEROES).
     /// Whole blocks get zero records (and holes when `punch`); partly covered
     /// edge blocks are zeroed by read-modify-write.
@@ -315,14 +191,6 @@ impl Volume {
                 self.write_parts(whole, WriteData::Zero { punch }, fua)
                     .await?;
             }
-        }
-        Ok(())
-    }
-
-    /// Makes every write completed before the call durable on every backend.
-    pub async fn flush_all(&self) -> Result<(), VolumeError> {
-        for r in join_all(self.backends.iter().map(|b| b.sync(None))).await {
-            r?;
         }
         Ok(())
     }

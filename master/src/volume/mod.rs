@@ -13,9 +13,14 @@
 
 pub mod device;
 pub mod error;
+pub mod health;
+pub mod intent;
 pub mod io;
 pub mod open;
 pub mod range_lock;
+mod read;
+pub mod recover;
+mod write;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +47,8 @@ pub struct Volume {
     alloc_lock: tokio::sync::Mutex<()>,
     locks: range_lock::RangeLock,
     read_only: bool,
+    health: health::Health,
+    intent: intent::IntentLog,
 }
 
 impl Volume {
@@ -88,5 +95,20 @@ impl AllocBits {
         if let Some(w) = self.0.get((c / 64) as usize) {
             w.fetch_or(1 << (c % 64), Ordering::Release);
         }
+    }
+
+    fn clear(&self, c: u64) {
+        if let Some(w) = self.0.get((c / 64) as usize) {
+            w.fetch_and(!(1 << (c % 64)), Ordering::Release);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, w)| {
+            let w = w.load(Ordering::Acquire);
+            (0..64)
+                .filter(move |b| w & (1 << b) != 0)
+                .map(move |b| i as u64 * 64 + b)
+        })
     }
 }

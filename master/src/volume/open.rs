@@ -13,6 +13,8 @@ use qbd_core::placement::{BackendId, PlacementTable};
 use qbd_core::redundancy::Redundancy;
 use uuid::Uuid;
 
+use super::health::Health;
+use super::intent::{Dirty, IntentLog};
 use super::range_lock::RangeLock;
 use super::{AllocBits, Volume, VolumeError};
 
@@ -30,6 +32,8 @@ pub struct OpenRequest {
     pub shape: RequestedShape,
     /// Serve read-only.
     pub read_only: bool,
+    /// The master's local state directory (write-intent logs).
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Opens (creating if no backend has it) volume `req.name` on `backends`.
@@ -64,7 +68,15 @@ pub async fn open_volume(
     let meta = take_epoch(&slots, meta).await?;
     let geo = meta.geometry()?;
     let map = alloc.ok_or_else(|| VolumeError::Setup("no backends".into()))?;
-    Ok(Volume {
+    let health = load_health(&slots, &meta, geo.chunk_count()).await?;
+    let (intent, dirty) = IntentLog::open(
+        &req.state_dir,
+        meta.uuid,
+        geo.chunk_count(),
+        meta.epoch - 1,
+        meta.epoch,
+    )?;
+    let volume = Volume {
         placement: meta.placement()?,
         generations: GenerationCounter::new(meta.epoch),
         allocated: AllocBits::new(geo.chunk_count(), map.iter()),
@@ -74,7 +86,50 @@ pub async fn open_volume(
         backends: slots,
         geo,
         meta,
-    })
+        health,
+        intent,
+    };
+    recover(&volume, dirty).await?;
+    Ok(volume)
+}
+
+/// Reconciles what a crash may have left inconsistent, then resyncs stale parts.
+async fn recover(volume: &Volume, dirty: Dirty) -> Result<(), VolumeError> {
+    let chunks = match dirty {
+        Dirty::Chunks(c) => c,
+        Dirty::All(why) => {
+            let all: Vec<u64> = volume.allocated.iter().collect();
+            if !all.is_empty() {
+                eprintln!(
+                    "qbd-master: {why}: reconciling all {} written chunk(s)",
+                    all.len()
+                );
+            }
+            all
+        }
+    };
+    volume.reconcile(&chunks).await?;
+    volume.intent.recovered()?;
+    volume.resync().await?;
+    Ok(())
+}
+
+/// The degraded maps of all backends, merged per slot.
+async fn load_health(
+    slots: &[Arc<dyn Backend>],
+    meta: &VolumeMeta,
+    chunks: u64,
+) -> Result<Health, VolumeError> {
+    let health = Health::new(slots.len(), chunks);
+    for b in slots {
+        for (of, map) in b.load_stale().await? {
+            let Some(slot) = meta.placement.iter().position(|id| *id == of) else {
+                continue;
+            };
+            map.iter().for_each(|c| health.set_stale(slot, c));
+        }
+    }
+    Ok(health)
 }
 
 fn check_distinct(backends: &[Arc<dyn Backend>]) -> Result<(), VolumeError> {

@@ -52,6 +52,8 @@ pub struct Volume {
     pub name: String,
     pub replicas: usize,
     dirs: Vec<TempDir>,
+    /// The master's `--state` directory (its write-intent log), kept across restarts.
+    state: TempDir,
 }
 
 impl Volume {
@@ -62,6 +64,7 @@ impl Volume {
             name: name.to_owned(),
             replicas,
             dirs,
+            state: temp_dir(backing),
         }
     }
 
@@ -76,6 +79,8 @@ impl Volume {
             format!("replicate:{}", self.replicas),
             "--listen".to_owned(),
             "127.0.0.1:0".to_owned(),
+            "--state".to_owned(),
+            self.state.path().display().to_string(),
         ];
         for dir in &self.dirs {
             args.push("--dir".to_owned());

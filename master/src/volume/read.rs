@@ -1,0 +1,171 @@
+//! Reads: one verified copy per block, from the chunk's usable parts.
+//!
+//! Parts are tried in turn (starting at `chunk mod parts`, to spread load),
+//! skipping failed backends and stale parts. A block that fails its checks
+//! on one part is served from another and the bad copy is rewritten with the
+//! good one through the repair operation (under the read's range lock, so
+//! no write can interleave). A part that is missing or unusable as a file is
+//! recorded as stale, so the resync rebuilds it.
+
+use qbd_core::backend::{BackendError, BlockState, BlockWrite, PartId, WriteData};
+
+use super::io::Segment;
+use super::{Volume, VolumeError};
+
+/// A verified segment: data and, per block, the state of the copy served.
+#[derive(Debug)]
+pub(super) struct Verified {
+    pub(super) data: Vec<u8>,
+    pub(super) states: Vec<BlockState>,
+}
+
+impl Volume {
+    /// Reads a segment's blocks from whichever parts have good copies.
+    pub(super) async fn read_segment(&self, s: Segment) -> Result<Vec<u8>, VolumeError> {
+        Ok(self.read_verified(s).await?.data)
+    }
+
+    /// Reads a segment and reports the state of every block served.
+    pub(super) async fn read_verified(&self, s: Segment) -> Result<Verified, VolumeError> {
+        let bs = self.bs() as usize;
+        let n = s.count as usize;
+        if !self.allocated.get(s.chunk) {
+            return Ok(Verified {
+                data: vec![0; n * bs],
+                states: vec![BlockState::Unwritten; n],
+            });
+        }
+        let parts = self.geo.redundancy.parts();
+        let start = (s.chunk % parts as u64) as usize;
+        let mut data = vec![0u8; n * bs];
+        let mut states: Vec<Option<BlockState>> = vec![None; n];
+        let mut bad: Vec<(usize, u32)> = Vec::new();
+        let mut why = String::from("no usable copy");
+        for i in 0..parts {
+            let p = (start + i) % parts;
+            let slot = self.placement.slot(s.chunk, p);
+            if !self.usable(slot, s.chunk) {
+                continue;
+            }
+            let id = PartId {
+                chunk: s.chunk,
+                part: p as u8,
+            };
+            let read = match self.backends[slot].read(id, s.first, s.count).await {
+                Ok(r) => r,
+                Err(e) => {
+                    why = e.to_string();
+                    self.part_unreadable(slot, s.chunk, &e).await;
+                    continue;
+                }
+            };
+            for b in 0..n {
+                if states[b].is_some() {
+                    continue;
+                }
+                match &read.blocks[b] {
+                    BlockState::Corrupt(reason) => {
+                        eprintln!(
+                            "qbd-master: chunk {} part {p} block {}: {reason}",
+                            s.chunk,
+                            s.first + b as u32
+                        );
+                        why = reason.clone();
+                        bad.push((p, b as u32));
+                    }
+                    good => {
+                        data[b * bs..(b + 1) * bs]
+                            .copy_from_slice(&read.data[b * bs..(b + 1) * bs]);
+                        states[b] = Some(good.clone());
+                    }
+                }
+            }
+            if states.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        let Some(missing) = states.iter().position(Option::is_none) else {
+            let states: Vec<BlockState> = states.into_iter().flatten().collect();
+            self.repair_copies(s, &bad, &data, &states).await;
+            return Ok(Verified { data, states });
+        };
+        Err(VolumeError::Unreadable {
+            chunk: s.chunk,
+            block: s.first + missing as u32,
+            why,
+        })
+    }
+
+    /// A part that cannot be read as a file: stale if the file is missing or
+    /// unusable, the backend failed if it is an I/O error.
+    async fn part_unreadable(&self, slot: usize, chunk: u64, e: &BackendError) {
+        eprintln!(
+            "qbd-master: chunk {chunk} on {}: {e}",
+            self.backends[slot].describe()
+        );
+        match e {
+            BackendError::PartMissing { .. } | BackendError::PartCorrupt { .. } => {}
+            _ => self.fail(slot, &e.to_string()),
+        }
+        if let Err(e) = self.degrade(&[slot], &[chunk]).await {
+            eprintln!("qbd-master: {e}");
+        }
+    }
+
+    /// Rewrites the corrupt copies found while reading with the good ones.
+    async fn repair_copies(
+        &self,
+        s: Segment,
+        bad: &[(usize, u32)],
+        data: &[u8],
+        states: &[BlockState],
+    ) {
+        let bs = self.bs() as usize;
+        for &(p, b) in bad {
+            let bi = b as usize;
+            let (payload, generation) = match &states[bi] {
+                BlockState::Data(g) => {
+                    (WriteData::Bytes(data[bi * bs..(bi + 1) * bs].to_vec()), *g)
+                }
+                BlockState::Zero(g) => (WriteData::Zero { punch: true }, *g),
+                _ => (
+                    WriteData::Zero { punch: true },
+                    qbd_core::generation::Generation::NONE,
+                ),
+            };
+            let slot = self.placement.slot(s.chunk, p);
+            let part = PartId {
+                chunk: s.chunk,
+                part: p as u8,
+            };
+            let w = BlockWrite {
+                part,
+                first: s.first + b,
+                count: 1,
+                data: payload,
+                generation,
+            };
+            let backend = &self.backends[slot];
+            match backend.repair(w).await {
+                Ok(_) => {
+                    self.health.note_written(slot, s.chunk);
+                    eprintln!(
+                        "qbd-master: repaired chunk {} block {} on {}",
+                        s.chunk,
+                        s.first + b,
+                        backend.describe()
+                    );
+                }
+                Err(e) => {
+                    eprintln!(
+                        "qbd-master: repair of chunk {} on {} failed: {e}",
+                        s.chunk,
+                        backend.describe()
+                    );
+                    self.fail(slot, &e.to_string());
+                    let _ = self.degrade(&[slot], &[s.chunk]).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Recovery before serving: reconcile the chunks a crash may have left
+//! inconsistent, then resync stale parts.
+//!
+//! **Reconcile** (chunks in the write-intent log, or every written chunk if
+//! the log cannot be trusted): per block, the copy with the highest valid
+//! generation wins and is written to the other parts with the repair
+//! operation. If no copy is valid (every replica torn by the crash), the
+//! first readable copy's bytes win under a fresh generation: a block in a
+//! dirty chunk that no copy vouches for was written after the last FLUSH,
+//! so its old or its new value are both allowed — what matters is that
+//! every replica then agrees.
+//!
+//! **Resync** (stale parts on usable backends): the part is recreated empty
+//! and every written block copied from a good part; then the degraded map
+//! entry is cleared on every backend.
+
+use qbd_core::backend::{BlockState, BlockWrite, PartId, PartRead, WriteData};
+use qbd_core::generation::Generation;
+
+use super::io::Segment;
+use super::range_lock::Mode;
+use super::{Volume, VolumeError};
+
+impl Volume {
+    fn whole_chunk(&self, chunk: u64) -> Segment {
+        let count = self.geo.blocks_per_chunk();
+        Segment {
+            chunk,
+            first: 0,
+            count,
+            start: chunk * self.geo.chunk_size,
+        }
+    }
+
+    /// Reconciles the replicas of every chunk in `chunks`.
+    pub async fn reconcile(&self, chunks: &[u64]) -> Result<(), VolumeError> {
+        let mut fixed = 0u64;
+        for &c in chunks {
+            if self.allocated.get(c) {
+                fixed += self.reconcile_chunk(c).await?;
+            }
+        }
+        if !chunks.is_empty() {
+            eprintln!(
+                "qbd-master: reconciled {} chunk(s), {fixed} block copies rewritten",
+                chunks.len()
+            );
+        }
+        Ok(())
+    }
+
+    async fn reconcile_chunk(&self, chunk: u64) -> Result<u64, VolumeError> {
+        let s = self.whole_chunk(chunk);
+        let (a, b) = self.lock_range(s);
+        let _g = self.locks.lock(a, b, Mode::Exclusive).await;
+        let mut copies: Vec<(usize, PartRead)> = Vec::new();
+        for p in 0..self.geo.redundancy.parts() {
+            let slot = self.placement.slot(chunk, p);
+            if !self.usable(slot, chunk) {
+                continue;
+            }
+            match self.backends[slot]
+                .read(
+                    PartId {
+                        chunk,
+                        part: p as u8,
+                    },
+                    0,
+                    s.count,
+                )
+                .await
+            {
+                Ok(r) => copies.push((p, r)),
+                Err(e) => {
+                    eprintln!(
+                        "qbd-master: reconcile: chunk {chunk} on {}: {e}",
+                        self.backends[slot].describe()
+                    );
+                    self.degrade(&[slot], &[chunk]).await?;
+                }
+            }
+        }
+        let mut fixed = 0;
+        for b in 0..s.count as usize {
+            fixed += self.reconcile_block(chunk, b as u32, &copies).await?;
+        }
+        for (p, _) in &copies {
+            let slot = self.placement.slot(chunk, *p);
+            self.backends[slot]
+                .sync(Some(vec![PartId {
+                    chunk,
+                    part: *p as u8,
+                }]))
+                .await?;
+        }
+        Ok(fixed)
+    }
+
+    async fn reconcile_block(
+        &self,
+        chunk: u64,
+        b: u32,
+        copies: &[(usize, PartRead)],
+    ) -> Result<u64, VolumeError> {
+        let bs = self.bs() as usize;
+        let bi = b as usize;
+        let gen_of = |st: &BlockState| match st {
+            BlockState::Unwritten => Some(Generation::NONE),
+            BlockState::Data(g) | BlockState::Zero(g) => Some(*g),
+            BlockState::Corrupt(_) => None,
+        };
+        let best = copies
+            .iter()
+            .filter_map(|(p, r)| gen_of(&r.blocks[bi]).map(|g| (g, *p, r)))
+            .max_by_key(|(g, ..)| *g);
+        let (payload, generation, agree): (WriteData, Generation, Vec<usize>) = match best {
+            Some((g, _, r)) => {
+                let payload = match &r.blocks[bi] {
+                    BlockState::Data(_) => {
+                        WriteData::Bytes(r.data[bi * bs..(bi + 1) * bs].to_vec())
+                    }
+                    _ => WriteData::Zero { punch: true },
+                };
+                let same = copies
+                    .iter()
+                    .filter(|(_, c)| c.blocks[bi] == r.blocks[bi])
+                    .map(|(p, _)| *p)
+                    .collect();
+                (payload, g, same)
+            }
+            None => {
+                let Some((p, _)) = copies.first() else {
+                    return Ok(0);
+                };
+                let slot = self.placement.slot(chunk, *p);
+                let raw = self.backends[slot]
+                    .read_raw(
+                        PartId {
+                            chunk,
+                            part: *p as u8,
+                        },
+                        b,
+                    )
+                    .await?;
+                let g = self
+                    .generations
+                    .next()
+                    .ok_or(VolumeError::GenerationsExhausted)?;
+                (WriteData::Bytes(raw.data), g, Vec::new())
+            }
+        };
+        let mut fixed = 0;
+        for (p, _) in copies.iter().filter(|(p, _)| !agree.contains(p)) {
+            let w = BlockWrite {
+                part: PartId {
+                    chunk,
+                    part: *p as u8,
+                },
+                first: b,
+                count: 1,
+                data: clone_payload(&payload),
+                generation,
+            };
+            self.backends[self.placement.slot(chunk, *p)]
+                .repair(w)
+                .await?;
+            fixed += 1;
+        }
+        Ok(fixed)
+    }
+
+    /// Resyncs every stale part whose backend is usable; returns how many.
+    pub async fn resync(&self) -> Result<u64, VolumeError> {
+        let mut done = 0;
+        for slot in 0..self.backends.len() {
+            if self.health.is_failed(slot) {
+                continue;
+            }
+            let chunks = self.health.stale_chunks(slot);
+            if chunks.is_empty() {
+                continue;
+            }
+            eprintln!(
+                "qbd-master: resyncing {} stale chunk(s) on {}",
+                chunks.len(),
+                self.backends[slot].describe()
+            );
+            for c in chunks {
+                match self.resync_chunk(slot, c).await {
+                    Ok(()) => done += 1,
+                    Err(e) => eprintln!(
+                        "qbd-master: resync of chunk {c} on {} failed, it stays stale: {e}",
+                        self.backends[slot].describe()
+                    ),
+                }
+            }
+        }
+        if done > 0 {
+            eprintln!("qbd-master: resync complete ({done} part(s))");
+        }
+        Ok(done)
+    }
+
+    async fn resync_chunk(&self, slot: usize, chunk: u64) -> Result<(), VolumeError> {
+        let Some(p) =
+            (0..self.geo.redundancy.parts()).find(|&p| self.placement.slot(chunk, p) == slot)
+        else {
+            return self.clear_stale_everywhere(slot, chunk).await; // not a part of this chunk
+        };
+        let part = PartId {
+            chunk,
+            part: p as u8,
+        };
+        if self.allocated.get(chunk) {
+            let s = self.whole_chunk(chunk);
+            let (a, b) = self.lock_range(s);
+            let _g = self.locks.lock(a, b, Mode::Exclusive).await;
+            let good = self.read_verified(s).await?;
+            let target = &self.backends[slot];
+            target.recreate(part).await?;
+            let bs = self.bs() as usize;
+            for (i, st) in good.states.iter().enumerate() {
+                let (data, generation) = match st {
+                    BlockState::Data(g) => (
+                        WriteData::Bytes(good.data[i * bs..(i + 1) * bs].to_vec()),
+                        *g,
+                    ),
+                    BlockState::Zero(g) => (WriteData::Zero { punch: true }, *g),
+                    _ => continue,
+                };
+                target
+                    .repair(BlockWrite {
+                        part,
+                        first: i as u32,
+                        count: 1,
+                        data,
+                        generation,
+                    })
+                    .await?;
+            }
+            target.sync(Some(vec![part])).await?;
+        }
+        self.clear_stale_everywhere(slot, chunk).await
+    }
+
+    async fn clear_stale_everywhere(&self, slot: usize, chunk: u64) -> Result<(), VolumeError> {
+        let of = self.backends[slot].id();
+        for h in 0..self.backends.len() {
+            if h != slot && !self.health.is_failed(h) {
+                self.backends[h].clear_stale(of, vec![chunk]).await?;
+            }
+        }
+        self.health.clear_stale(slot, chunk);
+        Ok(())
+    }
+}
+
+fn clone_payload(p: &WriteData) -> WriteData {
+    match p {
+        WriteData::Bytes(d) => WriteData::Bytes(d.clone()),
+        WriteData::Zero { punch } => WriteData::Zero { punch: *punch },
+    }
+}
