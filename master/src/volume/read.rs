@@ -96,19 +96,22 @@ impl Volume {
         })
     }
 
-    /// A part that cannot be read as a file: stale if the file is missing or
-    /// unusable, the backend failed if it is an I/O error.
+    /// A part that cannot be read: stale if its file is missing or unusable
+    /// (the resync rebuilds it), the backend failed if it is an I/O error.
     async fn part_unreadable(&self, slot: usize, chunk: u64, e: &BackendError) {
         eprintln!(
             "qbd-master: chunk {chunk} on {}: {e}",
             self.backends[slot].describe()
         );
         match e {
-            BackendError::PartMissing { .. } | BackendError::PartCorrupt { .. } => {}
+            BackendError::PartMissing { .. } | BackendError::PartCorrupt { .. } => {
+                if let Err(e) = self.degrade(&[slot], &[chunk]).await {
+                    eprintln!("qbd-master: {e}");
+                }
+            }
+            // An I/O error: the part missed nothing yet; later writes will
+            // record it as degraded, since the backend is now failed.
             _ => self.fail(slot, &e.to_string()),
-        }
-        if let Err(e) = self.degrade(&[slot], &[chunk]).await {
-            eprintln!("qbd-master: {e}");
         }
     }
 
