@@ -11,6 +11,8 @@
 //! - [`meta`]: the TOML meta files `.backend`, `.volumesmeta`, `<nr>/.meta`.
 //! - [`backend`]: the [`backend::Backend`] trait, the directory backend and
 //!   the fault-injecting wrapper used by tests.
+//! - [`proto`]: the node protocol (messages, frames, sessions).
+//! - [`transport`]: the message-based [`transport::Transport`] trait.
 
 pub mod backend;
 pub mod error;
@@ -19,7 +21,9 @@ pub mod generation;
 pub mod geometry;
 pub mod meta;
 pub mod placement;
+pub mod proto;
 pub mod redundancy;
 pub mod size;
+pub mod transport;
 
 pub use error::{CoreError, CoreResult};
