@@ -45,7 +45,9 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     // stop us gracefully, not kill us.
     let shutdown = shutdown_signal()?;
     announce(&ready);
+    let maintenance = tokio::spawn(maintain_forever(Arc::clone(&volume)));
     let served = server.run(listeners, shutdown).await;
+    maintenance.abort();
     let flushed = volume.flush_all().await;
     if let Some(path) = &args.socket {
         let _ = std::fs::remove_file(path);
@@ -54,6 +56,19 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     flushed?;
     eprintln!("qbd-master: stopped cleanly");
     Ok(())
+}
+
+/// Readmits failed backends and resyncs stale parts, once a second.
+async fn maintain_forever(volume: Arc<crate::volume::Volume>) {
+    let mut schedule = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        volume
+            .maintain(&mut schedule, std::time::Instant::now())
+            .await;
+    }
 }
 
 fn setup(msg: String) -> VolumeError {

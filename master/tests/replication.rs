@@ -288,3 +288,45 @@ async fn crash_consistency_with_two_copies_over_three_backends() {
         crash_round(seed * 0x2545_f491, 3, 2).await;
     }
 }
+
+#[tokio::test]
+async fn a_failed_backend_that_answers_again_is_readmitted_and_resynced_while_serving() {
+    let c = Cluster::new(3, 3, 1 << 20);
+    let mut model = pattern(1 << 20, 9);
+    let (v, faults) = c.open(false).await;
+    let uuid = v.meta().uuid;
+    v.write(0, model.clone(), false).await.unwrap();
+    faults[1].add_rule(Rule {
+        op: OpKind::Write,
+        chunk: None,
+        block: None,
+        action: Action::Fail,
+        times: Some(1),
+    });
+    let d = pattern(3 * CHUNK as usize, 10);
+    v.write(2 * CHUNK, d.clone(), false).await.unwrap();
+    model[2 * CHUNK as usize..5 * CHUNK as usize].copy_from_slice(&d);
+    v.flush().await.unwrap();
+    // Chunks 2..4 missed a write; all 16 were written but never synced on
+    // backend 1 before it failed, so the FLUSH records all of them.
+    assert_eq!(
+        stale_chunks(&c, 0, &faults[1], uuid),
+        (0..16).collect::<Vec<u64>>()
+    );
+    let mut schedule = Vec::new();
+    let resynced = v.maintain(&mut schedule, std::time::Instant::now()).await;
+    assert_eq!(resynced, 16);
+    assert!(stale_chunks(&c, 0, &faults[1], uuid).is_empty());
+    // Backend 1 takes writes again.
+    let e = pattern(4096, 11);
+    v.write(7 * CHUNK, e.clone(), false).await.unwrap();
+    model[7 * CHUNK as usize..7 * CHUNK as usize + 4096].copy_from_slice(&e);
+    v.flush().await.unwrap();
+    drop((v, faults));
+    let v = c.open_reading_only_from(1).await;
+    assert_eq!(
+        v.read(0, 1 << 20).await.unwrap(),
+        model,
+        "the readmitted replica alone serves identical data"
+    );
+}

@@ -1,12 +1,14 @@
 //! Backend health: failed backends and the degraded map.
 //!
 //! A backend whose write, sync or allocation fails during a run is *failed*
-//! until the master restarts: it is neither read nor written. A part that
+//! until it answers a probe again ([`super::maintain`]): it is neither read
+//! nor written meanwhile. A part that
 //! missed a write is *stale*: before that write (or the FLUSH it missed) is
 //! acknowledged, the chunk is recorded in the degraded map
 //! (`.stale.<backend>`) on every healthy backend. Stale parts are never
-//! read; at the next start, when their backend is usable again, they are
-//! resynced ([`super::recover`]) and become readable.
+//! read; when their backend is usable again (at the next start, or when the
+//! background maintenance readmits it), they are resynced
+//! ([`super::recover`]) and become readable.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -47,6 +49,10 @@ impl Health {
 
     pub(super) fn clear_stale(&self, slot: usize, chunk: u64) {
         self.stale[slot].clear(chunk);
+    }
+
+    pub(super) fn unfail(&self, slot: usize) {
+        self.failed[slot].store(false, Ordering::Release);
     }
 
     /// Is `slot` failed?

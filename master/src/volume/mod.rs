@@ -16,6 +16,7 @@ pub mod error;
 pub mod health;
 pub mod intent;
 pub mod io;
+pub mod maintain;
 pub mod open;
 pub mod range_lock;
 mod read;

@@ -155,6 +155,11 @@ impl Volume {
     /// not synced are recorded as degraded before this returns.
     pub async fn flush_all(&self) -> Result<(), VolumeError> {
         let mark = self.intent.flush_started();
+        // A failed backend misses this FLUSH: what it had not synced is stale.
+        for s in (0..self.backends.len()).filter(|&s| self.health.is_failed(s)) {
+            let chunks = self.health.take_unsynced(s);
+            self.degrade(&[s], &chunks).await?;
+        }
         let slots: Vec<usize> = (0..self.backends.len())
             .filter(|&s| !self.health.is_failed(s))
             .collect();

@@ -154,6 +154,27 @@ impl DirBackend {
     }
 
     fn do_open_volume(&self, meta: VolumeMeta) -> BackendResult<DecodedAlloc> {
+        if let Some(open) = self.vol.get() {
+            // Re-opening the volume this backend already has open (a master
+            // readmitting it) is a no-op that reports the current map.
+            if open.meta.uuid != meta.uuid {
+                return Err(CoreError::Conflict(format!(
+                    "{} already has another volume open",
+                    self.describe()
+                ))
+                .into());
+            }
+            let map = open
+                .alloc
+                .lock()
+                .map_err(|_| CoreError::InvalidSetting("allocation map lock poisoned".into()))?
+                .map
+                .clone();
+            return Ok(DecodedAlloc {
+                map,
+                corrupt_pages: Vec::new(),
+            });
+        }
         let dir = VolumeMeta::dir(&self.root, meta.number);
         let lock = lock_volume(&dir)?;
         let geo = meta.geometry()?;
