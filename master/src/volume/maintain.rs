@@ -39,18 +39,17 @@ impl Volume {
         if schedule.len() != self.backends.len() {
             *schedule = vec![Backoff::fresh(now); self.backends.len()];
         }
-        for slot in 0..self.backends.len() {
+        for (slot, b) in schedule.iter_mut().enumerate() {
             if !self.health.is_failed(slot) {
-                schedule[slot] = Backoff::fresh(now);
+                *b = Backoff::fresh(now);
                 continue;
             }
-            if now < schedule[slot].next {
+            if now < b.next {
                 continue;
             }
             match self.readmit(slot).await {
-                Ok(()) => schedule[slot] = Backoff::fresh(now),
+                Ok(()) => *b = Backoff::fresh(now),
                 Err(e) => {
-                    let b = &mut schedule[slot];
                     b.next = now + b.delay;
                     b.delay = (b.delay * 2).min(MAX);
                     eprintln!(
