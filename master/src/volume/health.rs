@@ -89,7 +89,7 @@ impl Volume {
     pub(super) fn fail(&self, slot: usize, why: &str) {
         if !self.health.failed[slot].swap(true, Ordering::AcqRel) {
             eprintln!(
-                "qbd-master: backend {} failed ({why}); its parts are degraded until it is resynced after a restart",
+                "qbd-master: backend {} failed ({why}); its parts are degraded until it answers again and is resynced",
                 self.backends[slot].describe()
             );
         }
