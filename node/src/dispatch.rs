@@ -1,0 +1,281 @@
+//! Requests → chunk-store operations: [`Node::handle`]. Pure of sockets, so
+//! the fencing rules are tested by calling it directly.
+//!
+//! Every request maps to one `Backend` operation of the volume's
+//! `DirBackend` (or of the root for the volume list and `.meta`). Two rules
+//! sit on top:
+//! - `SaveMeta` is the epoch compare-and-set: accepted only if its epoch is
+//!   ≥ the volume's, which it then becomes;
+//! - `Write` (normal or repair) is accepted only if its generation's epoch
+//!   is ≥ the volume's epoch; then the backend's generation rule applies.
+
+use std::sync::Arc;
+
+use qbd_core::backend::{
+    Backend, BlockState, BlockWrite, PartId, PartRead, WriteData, WriteOutcome,
+};
+use qbd_core::format::alloc::{AllocMap, DecodedAlloc};
+use qbd_core::generation::Generation;
+use qbd_core::meta::volume::VolumeMeta;
+use qbd_core::placement::BackendId;
+use qbd_core::proto::msg::{Request, Response, WireBlockState, WriteMode};
+use uuid::Uuid;
+
+use crate::error::Refusal;
+use crate::node::{Node, NodeVolume};
+
+type Answer = Result<Response, Refusal>;
+
+/// A `Write` request's fields.
+struct WriteReq {
+    volume: u16,
+    part: PartId,
+    first: u32,
+    count: u32,
+    generation: Generation,
+    mode: WriteMode,
+    repair: bool,
+    data: Vec<u8>,
+}
+
+impl Node {
+    /// Answers one request. Never panics on bad input: everything that
+    /// fails is a `Response::Error` with its code.
+    pub async fn handle(&self, req: Request) -> Response {
+        let answer = match req {
+            Request::Ping => Ok(Response::Pong),
+            Request::VolumeNumber { name } => self.volume_number(&name).await,
+            Request::VolumeNumbers => self.volume_numbers().await,
+            Request::CreateVolume { meta } => self.create_volume(&meta).await,
+            Request::LoadMeta { number } => self.load_meta(number).await,
+            Request::SaveMeta { meta } => self.save_meta(&meta).await,
+            Request::OpenVolume { meta } => self.open_volume(&meta).await,
+            Request::Read {
+                volume,
+                part,
+                first,
+                count,
+            } => self.read(volume, part, first, count).await,
+            Request::Write {
+                volume,
+                part,
+                first,
+                count,
+                generation,
+                mode,
+                repair,
+                data,
+            } => {
+                self.write(WriteReq {
+                    volume,
+                    part,
+                    first,
+                    count,
+                    generation: Generation(generation),
+                    mode,
+                    repair,
+                    data,
+                })
+                .await
+            }
+            Request::Allocate { volume, part } => self.allocate(volume, part, false).await,
+            Request::Recreate { volume, part } => self.allocate(volume, part, true).await,
+            Request::Sync { volume, parts } => self.sync(volume, parts).await,
+            Request::LoadStale { volume } => self.load_stale(volume).await,
+            Request::SetStale {
+                volume,
+                of,
+                stale,
+                chunks,
+            } => self.set_stale(volume, of, stale, chunks).await,
+        };
+        answer.unwrap_or_else(Refusal::into_response)
+    }
+
+    async fn volume_number(&self, name: &str) -> Answer {
+        Ok(Response::Number(
+            self.root_backend().volume_number(name).await?,
+        ))
+    }
+
+    async fn volume_numbers(&self) -> Answer {
+        Ok(Response::Numbers(
+            self.root_backend().volume_numbers().await?,
+        ))
+    }
+
+    async fn create_volume(&self, text: &str) -> Answer {
+        let meta = parse_meta(text)?;
+        let _one_at_a_time = self.creating().await;
+        self.root_backend().create_volume(meta.clone()).await?;
+        let v = self.volume_or_new(meta.number)?;
+        let mut epoch = v.epoch.write().await;
+        *epoch = (*epoch).max(meta.epoch);
+        Ok(Response::Done)
+    }
+
+    async fn load_meta(&self, number: u16) -> Answer {
+        let meta = self.root_backend().load_meta(number).await?;
+        let text = meta.map(|m| toml::to_string(&m)).transpose();
+        let text = text.map_err(|e| Refusal::invalid(format!("cannot encode .meta: {e}")))?;
+        Ok(Response::Meta(text))
+    }
+
+    /// The epoch compare-and-set: persist first, then take the new epoch,
+    /// all under the exclusive epoch lock so no write of the old epoch is in
+    /// flight meanwhile.
+    async fn save_meta(&self, text: &str) -> Answer {
+        let meta = parse_meta(text)?;
+        let v = self.volume_or_new(meta.number)?;
+        let mut epoch = v.epoch.write().await;
+        if meta.epoch < *epoch {
+            return Err(Refusal::stale_epoch("SaveMeta", meta.epoch, *epoch));
+        }
+        let new = meta.epoch;
+        v.backend.save_meta(meta).await?;
+        *epoch = new;
+        Ok(Response::Done)
+    }
+
+    /// Opens the volume once; later opens (a master reconnecting, another
+    /// master taking over) report the current allocation map.
+    async fn open_volume(&self, text: &str) -> Answer {
+        let meta = parse_meta(text)?;
+        let v = self.volume_or_new(meta.number)?;
+        let mut opened = v.opened.lock().await;
+        let decoded = match opened.as_ref() {
+            None => {
+                let d = v.backend.open_volume(meta.clone()).await?;
+                *opened = Some(meta);
+                d
+            }
+            Some(current) => {
+                same_volume(current, &meta)?;
+                current_alloc(&v, current)?
+            }
+        };
+        Ok(Response::Opened {
+            alloc: decoded.map.encode(),
+            corrupt_pages: decoded.corrupt_pages,
+        })
+    }
+
+    async fn read(&self, volume: u16, part: PartId, first: u32, count: u32) -> Answer {
+        let v = self.touched(volume)?;
+        let PartRead { data, blocks } = v.backend.read(part, first, count).await?;
+        let states = blocks.into_iter().map(wire_state).collect();
+        Ok(Response::Blocks { states, data })
+    }
+
+    /// The epoch fence, then the backend's generation rule (or repair).
+    async fn write(&self, w: WriteReq) -> Answer {
+        let v = self.touched(w.volume)?;
+        let data = match (w.mode, w.data) {
+            (WriteMode::Data, d) => WriteData::Bytes(d),
+            (WriteMode::ZeroPunch, d) if d.is_empty() => WriteData::Zero { punch: true },
+            (WriteMode::ZeroFill, d) if d.is_empty() => WriteData::Zero { punch: false },
+            (_, _) => return Err(Refusal::invalid("a zero write carries no data")),
+        };
+        let epoch = v.epoch.read().await;
+        if w.generation.epoch() < *epoch {
+            return Err(Refusal::stale_epoch("write", w.generation.epoch(), *epoch));
+        }
+        let bw = BlockWrite {
+            part: w.part,
+            first: w.first,
+            count: w.count,
+            data,
+            generation: w.generation,
+        };
+        let WriteOutcome { applied, skipped } = if w.repair {
+            v.backend.repair(bw).await?
+        } else {
+            v.backend.write(bw).await?
+        };
+        drop(epoch);
+        Ok(Response::Written { applied, skipped })
+    }
+
+    async fn allocate(&self, volume: u16, part: PartId, recreate: bool) -> Answer {
+        let v = self.touched(volume)?;
+        if recreate {
+            v.backend.recreate(part).await?;
+        } else {
+            v.backend.allocate(part).await?;
+        }
+        Ok(Response::Done)
+    }
+
+    async fn sync(&self, volume: u16, parts: Option<Vec<PartId>>) -> Answer {
+        self.touched(volume)?.backend.sync(parts).await?;
+        Ok(Response::Done)
+    }
+
+    async fn load_stale(&self, volume: u16) -> Answer {
+        let maps = self.touched(volume)?.backend.load_stale().await?;
+        let maps = maps.into_iter().map(|(id, m)| (id.0, m.encode()));
+        Ok(Response::Stale(maps.collect()))
+    }
+
+    async fn set_stale(&self, volume: u16, of: Uuid, stale: bool, chunks: Vec<u64>) -> Answer {
+        let v = self.touched(volume)?;
+        if stale {
+            v.backend.mark_stale(BackendId(of), chunks).await?;
+        } else {
+            v.backend.clear_stale(BackendId(of), chunks).await?;
+        }
+        Ok(Response::Done)
+    }
+
+    /// A volume this node has touched; the backend itself says `NotOpen`
+    /// if it was touched but never opened.
+    fn touched(&self, volume: u16) -> Result<Arc<NodeVolume>, Refusal> {
+        self.volume(volume).ok_or_else(|| Refusal::not_open(volume))
+    }
+}
+
+fn parse_meta(text: &str) -> Result<VolumeMeta, Refusal> {
+    toml::from_str::<VolumeMeta>(text).map_err(|e| Refusal::invalid(format!("bad .meta: {e}")))
+}
+
+/// A re-open must name the volume that is open, with the same shape.
+fn same_volume(current: &VolumeMeta, asked: &VolumeMeta) -> Result<(), Refusal> {
+    let shape = |m: &VolumeMeta| {
+        (
+            m.uuid,
+            m.size,
+            m.block_size,
+            m.chunk_size,
+            m.redundancy.clone(),
+        )
+    };
+    if shape(current) != shape(asked) {
+        return Err(Refusal::invalid(format!(
+            "volume {} is open as {} with another shape or identity",
+            current.number, current.uuid
+        )));
+    }
+    Ok(())
+}
+
+/// The allocation map as it is on disk now (every bit is persisted before
+/// `Allocate` returns, so the file is current).
+fn current_alloc(v: &NodeVolume, meta: &VolumeMeta) -> Result<DecodedAlloc, Refusal> {
+    let path = VolumeMeta::dir(v.backend.root(), meta.number).join(".alloc");
+    let bytes = std::fs::read(&path)
+        .map_err(|e| Refusal::from(qbd_core::CoreError::io("read", &path, e)))?;
+    Ok(AllocMap::decode(&bytes, meta.uuid)?)
+}
+
+fn wire_state(s: BlockState) -> WireBlockState {
+    match s {
+        BlockState::Unwritten => WireBlockState::Unwritten,
+        BlockState::Data(g) => WireBlockState::Data(g.0),
+        BlockState::Zero(g) => WireBlockState::Zero(g.0),
+        BlockState::Corrupt(why) => WireBlockState::Corrupt(why),
+    }
+}
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

@@ -1,0 +1,146 @@
+//! The node's state: one backend root, and per volume an opened
+//! [`DirBackend`] with the volume's current epoch.
+//!
+//! Invariants:
+//! - A volume's `DirBackend` is made on the first `CreateVolume`,
+//!   `SaveMeta` or `OpenVolume` for it and kept for the node's lifetime;
+//!   once opened, the node holds the volume's `flock`. So between masters
+//!   the fence is the **epoch**, not the lock.
+//! - A volume's epoch starts as the `epoch` of its `.meta` on disk (so a
+//!   restarted node remembers it) and only grows: `SaveMeta` is a
+//!   compare-and-set (new ≥ stored), and it persists `.meta` before the new
+//!   epoch takes effect.
+//! - The epoch lock is held shared by every write for its whole duration and
+//!   exclusively by `SaveMeta`: once a `SaveMeta` to epoch E has returned, no
+//!   write of an older epoch can still land.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use qbd_core::backend::dir::DirBackend;
+use qbd_core::backend::{Backend, BackendError};
+use qbd_core::meta::volume::VolumeMeta;
+use qbd_core::placement::BackendId;
+use qbd_core::proto::session::NodeHello;
+use tokio::sync::RwLock;
+
+use crate::error::NodeError;
+use crate::stats::NodeStats;
+
+/// A storage node: serves every volume under one backend root.
+#[derive(Debug)]
+pub struct Node {
+    /// The root, for operations that need no open volume.
+    root: DirBackend,
+    name: String,
+    volumes: Mutex<HashMap<u16, Arc<NodeVolume>>>,
+    /// Serialises `CreateVolume`s (`.volumesmeta` is read-modify-write).
+    creating: tokio::sync::Mutex<()>,
+    stats: NodeStats,
+}
+
+/// One volume the node has touched.
+#[derive(Debug)]
+pub(crate) struct NodeVolume {
+    pub(crate) backend: DirBackend,
+    /// The current epoch (see the module doc for who holds it how).
+    pub(crate) epoch: RwLock<u64>,
+    /// The meta the volume was opened with, once it is open.
+    pub(crate) opened: tokio::sync::Mutex<Option<VolumeMeta>>,
+}
+
+impl Node {
+    /// Opens (and on first use initialises) the backend root `root`, which
+    /// must exist. `name` is the node's `--id`.
+    pub fn open(root: impl Into<PathBuf>, name: impl Into<String>) -> Result<Self, NodeError> {
+        Ok(Node {
+            root: DirBackend::open(root)?,
+            name: name.into(),
+            volumes: Mutex::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+            stats: NodeStats::default(),
+        })
+    }
+
+    /// The backend identity (`.backend`).
+    pub fn id(&self) -> BackendId {
+        self.root.id()
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The backend root.
+    pub fn root(&self) -> &Path {
+        self.root.root()
+    }
+
+    /// What the node tells clients in its handshake.
+    pub fn hello(&self) -> NodeHello {
+        NodeHello {
+            backend: self.id().0,
+            name: self.name.clone(),
+        }
+    }
+
+    /// The refusal counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// The current epoch of volume `number`, if the node has touched it.
+    pub async fn epoch(&self, number: u16) -> Option<u64> {
+        let v = self.volume(number)?;
+        let e = *v.epoch.read().await;
+        Some(e)
+    }
+
+    /// Makes every completed write of every open volume durable.
+    pub async fn sync_all(&self) -> Result<(), NodeError> {
+        let all: Vec<Arc<NodeVolume>> = self.lock_volumes().values().cloned().collect();
+        for v in all {
+            if v.opened.lock().await.is_some() {
+                v.backend.sync(None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn root_backend(&self) -> &DirBackend {
+        &self.root
+    }
+
+    pub(crate) async fn creating(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.creating.lock().await
+    }
+
+    /// The volume's state, if the node has touched it.
+    pub(crate) fn volume(&self, number: u16) -> Option<Arc<NodeVolume>> {
+        self.lock_volumes().get(&number).cloned()
+    }
+
+    /// The volume's state, made on first use: a fresh `DirBackend` and the
+    /// epoch stored in its `.meta` (0 when there is none yet).
+    pub(crate) fn volume_or_new(&self, number: u16) -> Result<Arc<NodeVolume>, BackendError> {
+        let mut map = self.lock_volumes();
+        if let Some(v) = map.get(&number) {
+            return Ok(Arc::clone(v));
+        }
+        let stored = VolumeMeta::load(self.root(), number)?.map_or(0, |m| m.epoch);
+        let v = Arc::new(NodeVolume {
+            backend: DirBackend::open(self.root())?,
+            epoch: RwLock::new(stored),
+            opened: tokio::sync::Mutex::new(None),
+        });
+        map.insert(number, Arc::clone(&v));
+        Ok(v)
+    }
+
+    /// The map holds only `Arc`s, so a poisoned lock is as good as a clean one.
+    fn lock_volumes(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Arc<NodeVolume>>> {
+        self.volumes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
