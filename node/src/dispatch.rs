@@ -14,7 +14,6 @@ use std::sync::Arc;
 use qbd_core::backend::{
     Backend, BlockState, BlockWrite, PartId, PartRead, WriteData, WriteOutcome,
 };
-use qbd_core::format::alloc::{AllocMap, DecodedAlloc};
 use qbd_core::generation::Generation;
 use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::placement::BackendId;
@@ -137,23 +136,18 @@ impl Node {
         Ok(Response::Done)
     }
 
-    /// Opens the volume once; later opens (a master reconnecting, another
-    /// master taking over) report the current allocation map.
+    /// Opens the volume; later opens (a master reconnecting, another master
+    /// taking over) must name the same volume and report the current
+    /// allocation map (`DirBackend::open_volume` is idempotent).
     async fn open_volume(&self, text: &str) -> Answer {
         let meta = parse_meta(text)?;
         let v = self.volume_or_new(meta.number)?;
         let mut opened = v.opened.lock().await;
-        let decoded = match opened.as_ref() {
-            None => {
-                let d = v.backend.open_volume(meta.clone()).await?;
-                *opened = Some(meta);
-                d
-            }
-            Some(current) => {
-                same_volume(current, &meta)?;
-                current_alloc(&v, current)?
-            }
-        };
+        if let Some(current) = opened.as_ref() {
+            same_volume(current, &meta)?;
+        }
+        let decoded = v.backend.open_volume(meta.clone()).await?;
+        opened.get_or_insert(meta);
         Ok(Response::Opened {
             alloc: decoded.map.encode(),
             corrupt_pages: decoded.corrupt_pages,
@@ -256,15 +250,6 @@ fn same_volume(current: &VolumeMeta, asked: &VolumeMeta) -> Result<(), Refusal> 
         )));
     }
     Ok(())
-}
-
-/// The allocation map as it is on disk now (every bit is persisted before
-/// `Allocate` returns, so the file is current).
-fn current_alloc(v: &NodeVolume, meta: &VolumeMeta) -> Result<DecodedAlloc, Refusal> {
-    let path = VolumeMeta::dir(v.backend.root(), meta.number).join(".alloc");
-    let bytes = std::fs::read(&path)
-        .map_err(|e| Refusal::from(qbd_core::CoreError::io("read", &path, e)))?;
-    Ok(AllocMap::decode(&bytes, meta.uuid)?)
 }
 
 fn wire_state(s: BlockState) -> WireBlockState {
