@@ -10,16 +10,17 @@
 //!   An authenticated frame whose payload is not a request the node knows
 //!   gets an `Invalid` error reply instead (the peer holds the key: it is a
 //!   newer or buggy master, not an attacker).
-//! - The session is shared by reader (open) and writer (seal) behind a
-//!   mutex; each holds it only for one open or one batch of seals.
+//! - The session is split: the reader owns its receiving half (keys and
+//!   replay window), the writer its sending half, so sealing happens in the
+//!   order frames go out and neither waits for the other.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use qbd_core::proto::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use qbd_core::proto::msg::{ErrorCode, Request, Response};
-use qbd_core::proto::session::{self, Session};
+use qbd_core::proto::session::{self, Opener, Sealer, Session};
 use qbd_core::proto::{ClusterKey, ProtoError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -86,8 +87,6 @@ enum End {
     Violation(ProtoError),
 }
 
-type SharedSession = Arc<Mutex<Session>>;
-
 /// Serves one connection to its end.
 pub(crate) async fn serve_connection(
     node: Arc<Node>,
@@ -109,11 +108,11 @@ pub(crate) async fn serve_connection(
         Ok(Err(e)) => return refuse_handshake(&node, peer, &e.to_string()),
         Err(_) => return refuse_handshake(&node, peer, "timed out"),
     };
-    let session: SharedSession = Arc::new(Mutex::new(session));
+    let (sealer, mut opener) = session.split();
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(wr, Arc::clone(&session), rx, peer));
+    let writer = tokio::spawn(write_loop(wr, sealer, rx, peer));
     let limit = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
-    let end = read_loop(&node, &session, &mut rd, tx, &limit, &mut stop).await;
+    let end = read_loop(&node, &mut opener, &mut rd, tx, &limit, &mut stop).await;
     match end {
         End::Eof | End::Shutdown => {}
         End::Io(e) => eprintln!("qbd-node: {peer} ({client}): connection failed: {e}"),
@@ -158,7 +157,7 @@ async fn handshake(
 /// violation.
 async fn read_loop(
     node: &Arc<Node>,
-    session: &SharedSession,
+    opener: &mut Opener,
     rd: &mut BufReader<OwnedReadHalf>,
     tx: mpsc::UnboundedSender<Outgoing>,
     limit: &Arc<Semaphore>,
@@ -176,8 +175,7 @@ async fn read_loop(
             Err(ReadError::Io(e)) => return End::Io(e),
             Err(ReadError::Proto(e)) => return End::Violation(e),
         };
-        let opened = lock(session).open(&frame);
-        let (hdr, payload) = match opened {
+        let (hdr, payload) = match opener.open(&frame) {
             Ok(x) => x,
             Err(e) => return End::Violation(e),
         };
@@ -214,20 +212,17 @@ async fn read_loop(
 /// Seals and sends answers, as many per write as are ready.
 async fn write_loop(
     mut wr: OwnedWriteHalf,
-    session: SharedSession,
+    mut sealer: Sealer,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     peer: SocketAddr,
 ) {
     let mut buf = Vec::with_capacity(64 << 10);
     while let Some(first) = rx.recv().await {
         buf.clear();
-        {
-            let mut s = lock(&session);
-            seal(&mut s, first, &mut buf);
-            while buf.len() < WRITE_BATCH {
-                let Ok(next) = rx.try_recv() else { break };
-                seal(&mut s, next, &mut buf);
-            }
+        seal(&mut sealer, first, &mut buf);
+        while buf.len() < WRITE_BATCH {
+            let Ok(next) = rx.try_recv() else { break };
+            seal(&mut sealer, next, &mut buf);
         }
         if let Err(e) = wr.write_all(&buf).await {
             eprintln!("qbd-node: {peer}: cannot send answers: {e}");
@@ -237,14 +232,8 @@ async fn write_loop(
     let _ = wr.shutdown().await;
 }
 
-fn seal(s: &mut Session, o: Outgoing, out: &mut Vec<u8>) {
+fn seal(s: &mut Sealer, o: Outgoing, out: &mut Vec<u8>) {
     s.seal(FrameKind::Response, o.opcode, o.request_id, &o.payload, out);
-}
-
-/// A panic while the session was held would be a core bug; the session's
-/// counters are still consistent enough to close the connection with.
-fn lock(s: &SharedSession) -> std::sync::MutexGuard<'_, Session> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug, thiserror::Error)]
