@@ -1,12 +1,23 @@
 //! The transmission phase of one connection.
 //!
-//! Three kinds of task cooperate:
-//! - the reader (the connection task itself) reads request headers and
-//!   payloads, checks them ([`check`]) and spawns one task per request;
-//! - request tasks call the device and queue their [`Reply`];
-//! - one writer task encodes replies into a buffer and flushes it whenever
-//!   its queue runs dry, so replies never interleave and bursts cost one
-//!   syscall.
+//! The reader (the connection task itself) reads a request, checks it
+//! ([`check`]) and polls the device call once, inline. Most calls finish on
+//! that first poll (the volume's directory I/O is synchronous); their reply
+//! is encoded into the connection's outgoing queue at once. A call that is
+//! not ready moves, still pinned in its box, into a task of its own, and the
+//! reader goes on with the next request: requests of one connection never
+//! wait for each other.
+//!
+//! Writing: whoever queues a reply may also write the queue to the socket,
+//! but only one party at a time holds that role (the "writer"); the others
+//! just append, and the writer keeps going until the queue is empty, so
+//! replies never interleave and bursts coalesce into one vectored write.
+//! The reader defers writing while the next request is already buffered
+//! (up to [`FLUSH_AT`] bytes), so a burst of requests is answered with one
+//! syscall; it writes before it could block (on the socket or on the
+//! budget). When the socket is full the writer role moves to a task of its
+//! own, so the reader never blocks on writing. No request costs a
+//! cross-thread hop unless its device call is not ready on first poll.
 //!
 //! Backpressure: every request holds permits of a per-connection
 //! [`Semaphore`] until its reply is written (1 permit, plus 1 per
@@ -16,16 +27,21 @@
 //!
 //! Ending: on `NBD_CMD_DISC`, shutdown, a read error or a protocol
 //! violation the reader stops; in-flight requests still complete and their
-//! replies are written; then the writer closes the socket. When the writer
-//! fails (client gone), the reader stops too and the remaining device calls
+//! replies are written; then the socket is shut down. When writing fails
+//! (client gone), the reader stops too and the remaining device calls
 //! finish with nowhere to send their replies. [`serve`] returns only when no
 //! request of the connection is running.
 
-use std::io;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 
 use super::Error;
 use super::handshake::{Negotiated, skip};
@@ -39,8 +55,15 @@ pub(crate) const BUDGET_UNIT: u32 = 512 << 10;
 /// Longest refused WRITE payload that is read and discarded rather than
 /// dropping the client.
 pub(crate) const MAX_SKIP: u32 = 2 * MAX_PAYLOAD;
-const WRITE_BUFFER: usize = 256 << 10;
-
+/// The reader writes its queued replies once they reach this many bytes,
+/// even if more requests are buffered.
+const FLUSH_AT: usize = 128 << 10;
+/// READ data at least this long is queued by ownership, not copied.
+const LARGE: usize = 16 << 10;
+/// Slices per vectored write.
+const MAX_SLICES: usize = 64;
+/// Queue buffer capacity kept after a burst.
+const KEEP_CAPACITY: usize = 1 << 20;
 /// A checked request, ready for the device.
 #[derive(Debug)]
 enum Op {
@@ -78,14 +101,6 @@ enum Body {
     Data { offset: u64, data: Vec<u8> },
     /// Failed READ (needs an error chunk when structured).
     ReadFailed(u32),
-}
-
-/// A reply queued for the writer; its permits return when it is dropped.
-#[derive(Debug)]
-struct Reply {
-    cookie: u64,
-    body: Body,
-    _permit: OwnedSemaphorePermit,
 }
 
 /// What the reader got from the socket.
@@ -139,7 +154,7 @@ fn cost(buffer_len: u32) -> u32 {
 /// an error; returns once every request of the connection has finished.
 pub(crate) async fn serve<D, R, W>(
     device: Arc<D>,
-    r: &mut R,
+    r: &mut BufReader<R>,
     w: W,
     n: Negotiated,
     stop: &mut watch::Receiver<bool>,
@@ -149,69 +164,122 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_replies(w, rx, n.structured));
     let budget = Arc::new(Semaphore::new(BUDGET as usize));
-    let read_result = read_loop(&device, r, &tx, &budget, &n, stop).await;
-    drop(tx);
-    let write_result = writer.await.unwrap_or_else(|e| Err(io::Error::other(e)));
-    // Requests whose replies could not be written may still be running.
+    let out = Arc::new(Outbox::new(w, Arc::clone(&budget), n.structured));
+    let read_result = read_loop(&device, r, &out, &n, stop).await;
+    out.flush().await;
+    // Every permit is back once every reply is written (or dropped because
+    // writing failed); permits return only after the writer role is free.
     let _ = budget.acquire_many(BUDGET).await;
+    let failed = lock(&out.state).error.take();
+    let write_result = match failed {
+        Some(e) => Err(e),
+        None => poll_fn(|cx| Pin::new(&mut lock(&out.sink).w).poll_shutdown(cx)).await,
+    };
     read_result?;
     Ok(write_result?)
 }
 
-async fn read_loop<D, R>(
+async fn read_loop<D, R, W>(
     device: &Arc<D>,
-    r: &mut R,
-    tx: &mpsc::UnboundedSender<Reply>,
-    budget: &Arc<Semaphore>,
+    r: &mut BufReader<R>,
+    out: &Arc<Outbox<W>>,
     n: &Negotiated,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Error>
 where
     D: BlockDevice,
     R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
+    // The box of the last request that finished inline, reused for the next.
+    let mut spare = None;
     loop {
         let incoming = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return Ok(()),
-            () = tx.closed() => return Ok(()), // the writer failed and reports why
-            incoming = read_request(r, budget, n) => incoming?,
+            () = out.broken.notified() => return Ok(()), // writing failed; serve reports why
+            incoming = read_request(r, out, n) => incoming?,
         };
-        match incoming {
+        let queued = match incoming {
             Incoming::Disc => return Ok(()),
-            Incoming::Immediate(cookie, body, permit) => {
-                let _ = tx.send(Reply {
-                    cookie,
-                    body,
-                    _permit: permit,
-                });
-            }
+            Incoming::Immediate(cookie, body, permit) => out.push(cookie, body, permit),
             Incoming::Op(cookie, op, permit) => {
-                let (device, tx) = (Arc::clone(device), tx.clone());
-                tokio::spawn(async move {
-                    let body = execute(&*device, op).await;
-                    let _ = tx.send(Reply {
-                        cookie,
-                        body,
-                        _permit: permit,
-                    });
-                });
+                let read = matches!(op, Op::Read { .. });
+                let mut call = reuse(&mut spare, request(Arc::clone(device), op));
+                let first = poll_fn(|cx| Poll::Ready(poll_call(call.as_mut(), read, cx))).await;
+                match first {
+                    Poll::Ready(body) => {
+                        spare = Some(call);
+                        out.push(cookie, body, permit)
+                    }
+                    Poll::Pending => {
+                        let out = Arc::clone(out);
+                        tokio::spawn(async move {
+                            let body = poll_fn(|cx| poll_call(call.as_mut(), read, cx)).await;
+                            drop(call);
+                            out.push(cookie, body, permit);
+                            out.flush().await;
+                        });
+                        0
+                    }
+                }
             }
+        };
+        if queued >= FLUSH_AT {
+            out.flush().await;
         }
     }
 }
 
+/// The device call of one request, owning what it needs so that it can move
+/// into a task of its own.
+async fn request<D: BlockDevice>(device: Arc<D>, op: Op) -> Body {
+    execute(&*device, op).await
+}
+
+/// Boxes `call`, in the spare box if there is one (a finished call of the
+/// same type), so that calls finishing inline cost no allocation.
+fn reuse<F: Future>(spare: &mut Option<Pin<Box<F>>>, call: F) -> Pin<Box<F>> {
+    match spare.take() {
+        Some(mut b) => {
+            b.set(call);
+            b
+        }
+        None => Box::pin(call),
+    }
+}
+
+/// Polls a device call; a panic in the device answers EIO instead of
+/// taking the connection down.
+fn poll_call<F: Future<Output = Body>>(
+    call: Pin<&mut F>,
+    read: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Body> {
+    catch_unwind(AssertUnwindSafe(|| call.poll(cx))).unwrap_or(Poll::Ready(if read {
+        Body::ReadFailed(errno::EIO)
+    } else {
+        Body::Failed(errno::EIO)
+    }))
+}
+
 /// Reads one request (header and any payload). Cancel-safe only in the
 /// sense that cancelling drops the connection's framing, which is what
-/// shutdown wants.
-async fn read_request<R: AsyncRead + Unpin>(
-    r: &mut R,
-    budget: &Arc<Semaphore>,
+/// shutdown wants. Writes the queued replies before anything that could
+/// block: reading from the socket or waiting for budget.
+async fn read_request<R, W>(
+    r: &mut BufReader<R>,
+    out: &Arc<Outbox<W>>,
     n: &Negotiated,
-) -> Result<Incoming, Error> {
+) -> Result<Incoming, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    if r.buffer().len() < RequestHeader::LEN {
+        out.flush().await;
+    }
     let mut hdr = [0; RequestHeader::LEN];
     r.read_exact(&mut hdr).await?;
     let h = RequestHeader::decode(&hdr)?;
@@ -223,10 +291,23 @@ async fn read_request<R: AsyncRead + Unpin>(
         (Command::Read | Command::Write, Ok(())) => h.length,
         _ => 0,
     };
-    let permit = Arc::clone(budget)
-        .acquire_many_owned(cost(buffered))
-        .await
-        .map_err(|_| io::Error::other("request budget closed"))?;
+    let permits = cost(buffered);
+    let permit = match Arc::clone(&out.budget).try_acquire_many_owned(permits) {
+        Ok(p) => p,
+        Err(TryAcquireError::NoPermits) => {
+            out.flush().await;
+            Arc::clone(&out.budget)
+                .acquire_many_owned(permits)
+                .await
+                .map_err(|_| io::Error::other("request budget closed"))?
+        }
+        Err(TryAcquireError::Closed) => {
+            return Err(io::Error::other("request budget closed").into());
+        }
+    };
+    if h.command == Command::Write && r.buffer().len() < h.length as usize {
+        out.flush().await;
+    }
     if let Err(e) = verdict {
         if h.command == Command::Write {
             if h.length > MAX_SKIP {
@@ -320,47 +401,285 @@ fn done(r: DeviceResult<()>) -> Body {
     }
 }
 
-/// The writer task: encodes replies in arrival order, flushing when idle.
-async fn write_replies<W: AsyncWrite + Unpin>(
-    w: W,
-    mut rx: mpsc::UnboundedReceiver<Reply>,
-    structured: bool,
-) -> io::Result<()> {
-    let mut w = BufWriter::with_capacity(WRITE_BUFFER, w);
-    while let Some(reply) = rx.recv().await {
-        put(&mut w, reply, structured).await?;
-        while let Ok(reply) = rx.try_recv() {
-            put(&mut w, reply, structured).await?;
-        }
-        w.flush().await?;
-    }
-    w.shutdown().await
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn put<W: AsyncWrite + Unpin>(w: &mut W, reply: Reply, structured: bool) -> io::Result<()> {
-    let cookie = reply.cookie;
-    let simple = |error| SimpleReply { error, cookie }.encode();
-    match reply.body {
-        Body::Done => w.write_all(&simple(0)).await,
-        Body::Failed(e) => w.write_all(&simple(e)).await,
-        Body::Data { data, .. } if !structured => {
-            w.write_all(&simple(0)).await?;
-            w.write_all(&data).await
+/// Encoded replies in order: `bytes`, with `large` data buffers spliced in
+/// at the given offsets of `bytes`.
+#[derive(Debug, Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    large: VecDeque<(usize, Vec<u8>)>,
+    /// Total bytes, `bytes` and `large` together.
+    len: usize,
+    /// Budget permits its replies hold, released once they are written.
+    permits: u32,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        self.bytes.extend_from_slice(b);
+        self.len += b.len();
+    }
+
+    fn put_data(&mut self, data: Vec<u8>) {
+        if data.len() >= LARGE {
+            self.len += data.len();
+            self.large.push_back((self.bytes.len(), data));
+        } else {
+            self.put(&data);
         }
-        Body::Data { data, .. } if data.is_empty() => {
-            w.write_all(&wire::encode_none_chunk(cookie)).await
+    }
+
+    fn encode(&mut self, cookie: u64, body: Body, structured: bool) {
+        let simple = |error| SimpleReply { error, cookie }.encode();
+        match body {
+            Body::Done => self.put(&simple(0)),
+            Body::Failed(e) => self.put(&simple(e)),
+            Body::Data { data, .. } if !structured => {
+                self.put(&simple(0));
+                self.put_data(data);
+            }
+            Body::Data { data, .. } if data.is_empty() => {
+                self.put(&wire::encode_none_chunk(cookie));
+            }
+            Body::Data { offset, data } => {
+                // `data.len()` <= MAX_PAYLOAD, checked before the read.
+                let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                self.put(&wire::encode_read_chunk_header(cookie, offset, len));
+                self.put_data(data);
+            }
+            Body::ReadFailed(e) if structured => self.put(&wire::encode_error_chunk(cookie, e)),
+            Body::ReadFailed(e) => self.put(&simple(e)),
         }
-        Body::Data { offset, data } => {
-            // `data.len()` <= MAX_PAYLOAD, checked before the read.
-            let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-            w.write_all(&wire::encode_read_chunk_header(cookie, offset, len))
-                .await?;
-            w.write_all(&data).await
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        if self.bytes.capacity() > KEEP_CAPACITY {
+            self.bytes.shrink_to(KEEP_CAPACITY);
         }
-        Body::ReadFailed(e) if structured => {
-            w.write_all(&wire::encode_error_chunk(cookie, e)).await
+        self.large.clear();
+        self.len = 0;
+        self.permits = 0;
+    }
+}
+
+/// The writer's side: the socket and the batch being written.
+#[derive(Debug)]
+struct Sink<W> {
+    w: W,
+    batch: Batch,
+    /// Bytes of `batch.bytes` written.
+    pos: usize,
+    /// Bytes of `batch.large.front()` written (when it is due, at `pos`).
+    lpos: usize,
+    /// Permits of batches written during this turn as writer, released when
+    /// the turn ends.
+    written: u32,
+}
+
+impl<W: AsyncWrite + Unpin> Sink<W> {
+    fn batch_done(&self) -> bool {
+        self.pos == self.batch.bytes.len() && self.batch.large.is_empty()
+    }
+
+    /// Writes the rest of the batch.
+    fn poll_write_batch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.batch_done() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let k = slices_of(&self.batch, self.pos, self.lpos, &mut slices);
+            let n = ready!(Pin::new(&mut self.w).poll_write_vectored(cx, &slices[..k]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
         }
-        Body::ReadFailed(e) => w.write_all(&simple(e)).await,
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            match self.batch.large.front() {
+                Some((at, data)) if *at == self.pos => {
+                    let step = n.min(data.len() - self.lpos);
+                    self.lpos += step;
+                    n -= step;
+                    if self.lpos == data.len() {
+                        self.batch.large.pop_front();
+                        self.lpos = 0;
+                    }
+                }
+                next => {
+                    let end = next.map_or(self.batch.bytes.len(), |(at, _)| *at);
+                    let step = n.min(end - self.pos);
+                    self.pos += step;
+                    n -= step;
+                }
+            }
+        }
+    }
+}
+
+/// Fills `out` with the unwritten rest of `batch` from (`pos`, `lpos`);
+/// returns how many slices it used.
+fn slices_of<'a>(
+    batch: &'a Batch,
+    mut pos: usize,
+    mut lpos: usize,
+    out: &mut [IoSlice<'a>],
+) -> usize {
+    let mut k = 0;
+    let mut large = batch.large.iter().peekable();
+    while k < out.len() {
+        match large.peek() {
+            Some((at, data)) if *at == pos => {
+                out[k] = IoSlice::new(&data[lpos..]);
+                lpos = 0;
+                large.next();
+            }
+            Some((at, _)) => {
+                out[k] = IoSlice::new(&batch.bytes[pos..*at]);
+                pos = *at;
+            }
+            None if pos < batch.bytes.len() => {
+                out[k] = IoSlice::new(&batch.bytes[pos..]);
+                pos = batch.bytes.len();
+            }
+            None => break,
+        }
+        k += 1;
+    }
+    k
+}
+
+/// What the reader, request tasks and the writer share under one lock.
+#[derive(Debug, Default)]
+struct State {
+    /// Replies queued and not yet taken by the writer.
+    queued: Batch,
+    /// Someone holds the writer role.
+    writing: bool,
+    /// Writing failed: replies are dropped from now on.
+    failed: bool,
+    /// Why writing failed, for [`serve`] to report.
+    error: Option<io::Error>,
+}
+
+/// A connection's outgoing replies and the socket they go to.
+#[derive(Debug)]
+struct Outbox<W> {
+    state: Mutex<State>,
+    /// Locked only by the writer (lock order: `sink`, then `state`).
+    sink: Mutex<Sink<W>>,
+    budget: Arc<Semaphore>,
+    /// Signalled (once) when writing fails, to stop the reader.
+    broken: Notify,
+    structured: bool,
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> Outbox<W> {
+    fn new(w: W, budget: Arc<Semaphore>, structured: bool) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            sink: Mutex::new(Sink {
+                w,
+                batch: Batch::default(),
+                pos: 0,
+                lpos: 0,
+                written: 0,
+            }),
+            budget,
+            broken: Notify::new(),
+            structured,
+        }
+    }
+
+    /// Queues a reply (its permits return once it is written); returns the
+    /// bytes now queued. Does not write.
+    fn push(&self, cookie: u64, body: Body, permit: OwnedSemaphorePermit) -> usize {
+        let mut st = lock(&self.state);
+        if st.failed {
+            return 0; // `permit` returns on drop
+        }
+        st.queued.encode(cookie, body, self.structured);
+        let permits = u32::try_from(permit.num_permits()).unwrap_or(BUDGET);
+        st.queued.permits += permits;
+        permit.forget();
+        st.queued.len
+    }
+
+    /// Writes the queued replies unless someone else is writing (then they
+    /// will). Never waits: if the socket is full, a task of its own takes
+    /// over the writer role.
+    async fn flush(self: &Arc<Self>) {
+        poll_fn(|cx| {
+            self.kick(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    fn kick(self: &Arc<Self>, cx: &mut Context<'_>) {
+        {
+            let mut st = lock(&self.state);
+            if st.writing || st.queued.is_empty() {
+                return;
+            }
+            st.writing = true;
+        }
+        if self.drive(cx).is_pending() {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { poll_fn(|cx| me.drive(cx)).await });
+        }
+    }
+
+    /// The writer's turn: writes until nothing is queued, then gives up the
+    /// role. Only the holder of the role calls this.
+    fn drive(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut sink = lock(&self.sink);
+        loop {
+            let result = match sink.poll_write_batch(cx) {
+                Poll::Ready(Ok(())) => Pin::new(&mut sink.w).poll_flush(cx),
+                other => other,
+            };
+            match result {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    sink.written += sink.batch.permits;
+                    sink.batch.clear();
+                    (sink.pos, sink.lpos) = (0, 0);
+                    let mut st = lock(&self.state);
+                    if st.queued.is_empty() {
+                        st.writing = false;
+                        drop(st);
+                        let written = std::mem::take(&mut sink.written);
+                        self.budget.add_permits(written as usize);
+                        return Poll::Ready(());
+                    }
+                    std::mem::swap(&mut st.queued, &mut sink.batch);
+                }
+                Poll::Ready(Err(e)) => {
+                    let mut st = lock(&self.state);
+                    let lost = st.queued.permits + sink.batch.permits + sink.written;
+                    st.queued.clear();
+                    st.failed = true;
+                    st.error.get_or_insert(e);
+                    st.writing = false;
+                    drop(st);
+                    sink.batch.clear();
+                    (sink.pos, sink.lpos, sink.written) = (0, 0, 0);
+                    self.budget.add_permits(lost as usize);
+                    self.broken.notify_one();
+                    return Poll::Ready(());
+                }
+            }
+        }
     }
 }
 
@@ -477,22 +796,89 @@ mod tests {
         assert!(cost(u32::MAX) <= BUDGET);
     }
 
+    fn flatten(b: &Batch) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let k = slices_of(b, 0, 0, &mut slices);
+        slices[..k].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
     async fn encoded(body: Body, structured: bool) -> Vec<u8> {
-        let sem = Arc::new(Semaphore::new(1));
-        let permit = sem.acquire_owned().await.expect("permit");
-        let mut out = Vec::new();
-        put(
-            &mut out,
-            Reply {
-                cookie: 7,
-                body,
-                _permit: permit,
+        let mut b = Batch::default();
+        b.encode(7, body, structured);
+        assert_eq!(b.len, flatten(&b).len());
+        flatten(&b)
+    }
+
+    /// Accepts at most 1000 bytes per call, and returns Pending every other call.
+    struct Trickle {
+        out: Vec<u8>,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(2) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(1000);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_with_large_data_are_written_in_order_through_short_writes() {
+        let mut b = Batch::default();
+        let mut want = Vec::new();
+        for i in 0..5u8 {
+            let len = if i % 2 == 0 { LARGE + 3 } else { 100 };
+            let data = vec![i; len];
+            b.encode(
+                u64::from(i),
+                Body::Data {
+                    offset: 0,
+                    data: data.clone(),
+                },
+                false,
+            );
+            want.extend_from_slice(
+                &SimpleReply {
+                    error: 0,
+                    cookie: u64::from(i),
+                }
+                .encode(),
+            );
+            want.extend_from_slice(&data);
+        }
+        assert_eq!(b.large.len(), 3);
+        assert_eq!(flatten(&b), want);
+        let mut sink = Sink {
+            w: Trickle {
+                out: Vec::new(),
+                calls: 0,
             },
-            structured,
-        )
-        .await
-        .expect("put");
-        out
+            batch: b,
+            pos: 0,
+            lpos: 0,
+            written: 0,
+        };
+        poll_fn(|cx| sink.poll_write_batch(cx))
+            .await
+            .expect("write");
+        assert!(sink.batch_done());
+        assert_eq!(sink.w.out, want);
     }
 
     #[tokio::test]
