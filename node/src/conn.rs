@@ -43,6 +43,11 @@ pub struct ConnConfig {
     /// Requests of one connection being handled at once; the reader waits
     /// beyond that (backpressure instead of unbounded tasks).
     pub max_in_flight: usize,
+    /// After the node stops reading a connection that may still be sending
+    /// (shutdown, violation), how long it discards what arrives before it
+    /// closes: closing with unread bytes would send a reset, and a reset
+    /// makes the peer's kernel drop answers it has not read yet.
+    pub linger: Duration,
 }
 
 impl Default for ConnConfig {
@@ -50,6 +55,7 @@ impl Default for ConnConfig {
         ConnConfig {
             handshake_timeout: Duration::from_secs(10),
             max_in_flight: 256,
+            linger: Duration::from_secs(1),
         }
     }
 }
@@ -106,28 +112,50 @@ pub(crate) async fn serve_connection(
     let (session, client) = match shaken {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return refuse_handshake(&node, peer, &e.to_string()),
-        Err(_) => return refuse_handshake(&node, peer, "timed out"),
+        Err(_) => return refuse_handshake(&node, peer, "handshake timed out"),
     };
     let (sealer, mut opener) = session.split();
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(wr, sealer, rx, peer));
     let limit = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
     let end = read_loop(&node, &mut opener, &mut rd, tx, &limit, &mut stop).await;
-    match end {
-        End::Eof | End::Shutdown => {}
-        End::Io(e) => eprintln!("qbd-node: {peer} ({client}): connection failed: {e}"),
+    let linger = match end {
+        End::Eof => false,
+        End::Shutdown => true,
+        End::Io(e) => {
+            eprintln!("qbd-node: {peer} ({client}): connection failed: {e}");
+            false
+        }
         End::Violation(e) => {
             node.stats().count_violation(&e);
             eprintln!("qbd-node: {peer} ({client}): closing the connection: {e}");
+            true
         }
-    }
-    // The writer ends once every in-flight request has been answered.
+    };
+    // The writer ends (and sends FIN) once every in-flight request has been
+    // answered.
     let _ = writer.await;
+    if linger {
+        discard_until_eof(&mut rd, cfg.linger).await;
+    }
+}
+
+/// Reads and drops bytes until the peer closes or `limit` passes.
+async fn discard_until_eof<R: AsyncRead + Unpin>(rd: &mut R, limit: Duration) {
+    let drain = async {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, drain).await;
 }
 
 fn refuse_handshake(node: &Node, peer: SocketAddr, why: &str) {
     bump(&node.stats().handshake_failed);
-    eprintln!("qbd-node: {peer}: handshake failed: {why}");
+    eprintln!("qbd-node: {peer}: {why}");
 }
 
 /// Reads the `ClientHello`, answers with the `ServerHello`.

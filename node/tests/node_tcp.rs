@@ -309,11 +309,12 @@ async fn shutdown_closes_idle_connections_and_stops_accepting() {
     if let Some(stop) = served.stop.take() {
         let _ = stop.send(());
     }
+    c.expect_closed().await;
+    drop(c);
     tokio::time::timeout(PATIENCE, &mut served.task)
         .await
-        .expect("serve returns although a connection is idle")
+        .expect("serve returns although a connection was idle")
         .expect("serve does not panic");
-    c.expect_closed().await;
     assert!(TcpStream::connect(served.addr).await.is_err());
     let expected = StatsSnapshot {
         connections: 1,
@@ -321,4 +322,52 @@ async fn shutdown_closes_idle_connections_and_stops_accepting() {
         ..StatsSnapshot::default()
     };
     assert_eq!(served.node.stats().snapshot(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_every_request_it_accepted() {
+    let mut served = start().await;
+    let node = Arc::clone(&served.node);
+    let (mut c, _) = Client::connect(served.addr, &KEY).await;
+    let create = Request::CreateVolume {
+        meta: meta(&node, 0),
+    };
+    assert_eq!(c.call(create).await, Response::Done);
+    let open = c
+        .call(Request::OpenVolume {
+            meta: meta(&node, 1),
+        })
+        .await;
+    assert!(matches!(open, Response::Opened { .. }), "{open:?}");
+    let alloc = Request::Allocate {
+        volume: 3,
+        part: PART,
+    };
+    assert_eq!(c.call(alloc).await, Response::Done);
+    let before = node.stats().snapshot().requests;
+
+    let mut burst = Vec::new();
+    for i in 0..64u32 {
+        let (_, frame) = c.seal(&write_req(i % 16, Generation::new(1, u64::from(i) + 1)));
+        burst.extend_from_slice(&frame);
+    }
+    c.send(&burst).await;
+    if let Some(stop) = served.stop.take() {
+        let _ = stop.send(());
+    }
+    let mut answers = 0u64;
+    while let Ok(Ok(frame)) = tokio::time::timeout(PATIENCE, read_frame(&mut c.stream)).await {
+        let (hdr, payload) = c.session.open(&frame).expect("answer verifies");
+        let resp = Response::decode(hdr.opcode, payload).expect("answer decodes");
+        assert!(matches!(resp, Response::Written { .. }), "{resp:?}");
+        answers += 1;
+    }
+    drop(c);
+    tokio::time::timeout(PATIENCE, &mut served.task)
+        .await
+        .expect("serve returns")
+        .expect("serve does not panic");
+    let handled = node.stats().snapshot().requests - before;
+    assert_eq!(answers, handled, "every accepted request is answered");
+    node.sync_all().await.expect("sync after shutdown");
 }
