@@ -7,9 +7,14 @@
 # interleaved in every round (alternating which goes first) so drift on the shared two cores hits
 # both. Report: per-round IOPS, then median and range per server and the median ratio QBD/nbdkit.
 #
+# With REPLICAS=N (N > 1) qbd-master serves replicate:N over N directories on tmpfs, so every
+# write goes to N part files; nbdkit stays a single file (that is the comparison asked for:
+# what N copies cost against the plain peer).
+#
 # Environment (defaults in brackets):
 #   RUNTIME [10]      seconds per fio run          ROUNDS [3]       rounds
 #   SIZE [1G]         target size                  NBDKIT_PORT [10811]
+#   REPLICAS [1]      qbd-master: replicate:REPLICAS over REPLICAS tmpfs directories
 #   SERVER_CPUS []    taskset CPU list for both servers (empty: no pinning)
 #   CLIENT_CPUS []    taskset CPU list for fio      (empty: no pinning)
 #   OUT [bench/out]   directory for the report (kept; raw fio JSON goes there too)
@@ -24,18 +29,22 @@ NBDKIT_PORT=${NBDKIT_PORT:-10811}
 SERVER_CPUS=${SERVER_CPUS:-}
 CLIENT_CPUS=${CLIENT_CPUS:-}
 OUT=${OUT:-bench/out}
+REPLICAS=${REPLICAS:-1}
+[[ $REPLICAS =~ ^[1-8]$ ]] || { echo "REPLICAS must be 1..8, got: $REPLICAS" >&2; exit 1; }
 WORKLOADS=("randread 1" "randread 32" "randwrite 1" "randwrite 32")
 
 for tool in fio nbdkit python3; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 cargo build --release -p qbd-master
-BIN=target/release/qbd-master
+BIN=${CARGO_TARGET_DIR:-target}/release/qbd-master
 
 WORK=$(mktemp -d /dev/shm/qbd-bench.XXXXXX)
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-REPORT="$OUT/nbd-vs-nbdkit-$STAMP.txt"
+NAME=nbd-vs-nbdkit-$STAMP
+((REPLICAS > 1)) && NAME+=-replicate$REPLICAS
+REPORT="$OUT/$NAME.txt"
 QBD_PID=
 NBDKIT_PID=
 
@@ -66,10 +75,17 @@ wait_for() { # wait_for SECONDS CONDITION...: poll a condition, bounded
     done
 }
 
-# qbd-master: replicate:1 on one tmpfs directory; the kernel picks its port.
-mkdir "$WORK/qbd"
-"${PIN_SERVER[@]}" "$BIN" --volume bench --size "$SIZE" --redundancy replicate:1 \
-    --dir "$WORK/qbd" --listen 127.0.0.1:0 >"$WORK/qbd.out" 2>"$WORK/qbd.err" &
+# qbd-master: replicate:REPLICAS on as many tmpfs directories, its write-intent log (--state) on
+# tmpfs too; the kernel picks its port.
+QBD_DIRS=()
+for ((i = 1; i <= REPLICAS; i++)); do
+    mkdir "$WORK/qbd$i"
+    QBD_DIRS+=(--dir "$WORK/qbd$i")
+done
+mkdir "$WORK/state"
+"${PIN_SERVER[@]}" "$BIN" --volume bench --size "$SIZE" --redundancy "replicate:$REPLICAS" \
+    "${QBD_DIRS[@]}" --state "$WORK/state" --listen 127.0.0.1:0 \
+    >"$WORK/qbd.out" 2>"$WORK/qbd.err" &
 QBD_PID=$!
 if ! wait_for 20 grep -q '^qbd-master: ready ' "$WORK/qbd.out"; then
     echo "qbd-master not ready; stderr:" >&2
@@ -111,7 +127,8 @@ print(round(job["read" if sys.argv[2] == "randread" else "write"]["iops"]))' "$1
     echo "kernel: $(uname -r)  cpus: $(nproc)  lo mtu: $(cat /sys/class/net/lo/mtu)"
     echo "pinning: servers=${SERVER_CPUS:-none} fio=${CLIENT_CPUS:-none}"
     echo "fio: $(fio --version)  nbdkit: $(nbdkit --version)"
-    echo "targets: $SIZE on tmpfs each; runtime ${RUNTIME}s per run; $ROUNDS rounds"
+    echo "targets: $SIZE on tmpfs each; qbd replicate:$REPLICAS over $REPLICAS dir(s)"
+    echo "runtime ${RUNTIME}s per run; $ROUNDS rounds"
     echo
 } | tee "$REPORT"
 
@@ -121,7 +138,7 @@ for uri in "$QBD_URI" "$NBDKIT_URI"; do
         --iodepth=8 --size="$SIZE" --output-format=terse >/dev/null
 done
 
-RESULTS="$OUT/nbd-vs-nbdkit-$STAMP.csv"
+RESULTS="$OUT/$NAME.csv"
 echo "round,workload,server,iops" >"$RESULTS"
 for ((round = 1; round <= ROUNDS; round++)); do
     for workload in "${WORKLOADS[@]}"; do
@@ -132,7 +149,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for server in "${order[@]}"; do
             uri=$QBD_URI
             [[ $server == nbdkit ]] && uri=$NBDKIT_URI
-            json="$OUT/nbd-vs-nbdkit-$STAMP-r$round-$rw-qd$qd-$server.json"
+            json="$OUT/$NAME-r$round-$rw-qd$qd-$server.json"
             fio_run "$uri" "$rw" "$qd" "$json"
             got[$server]=$(iops "$json" "$rw")
             echo "$round,$rw-qd$qd,$server,${got[$server]}" >>"$RESULTS"

@@ -2,6 +2,9 @@
 //! filesystem through nbdfuse + loop device. Each test starts its own master on fresh temp dirs
 //! and a kernel-chosen port. A missing client tool skips the test (fails under
 //! `QBD_REQUIRE_TOOLS=1`); see `common/tools.rs`.
+//!
+//! The data tests run once per redundancy (see [`per_redundancy!`]): `replicate:1` on one
+//! directory and `replicate:3` on three, as `<test>::replicate_1` and `<test>::replicate_3`.
 
 mod common;
 
@@ -11,6 +14,34 @@ use std::process::Command;
 use common::data::{assert_same, random_bytes};
 use common::tools::{nbdsh, require_privileged, require_tool, run};
 use common::{Backing, Master, Volume, raw};
+
+/// For each named fn taking the replica count, a module of that name with two tests:
+/// `replicate_1` (one `--dir`) and `replicate_3` (three `--dir`s, `--redundancy replicate:3`).
+macro_rules! per_redundancy {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[test]
+            fn replicate_1() {
+                super::$test(1);
+            }
+
+            #[test]
+            fn replicate_3() {
+                super::$test(3);
+            }
+        }
+    )+};
+}
+
+per_redundancy!(
+    nbdcopy_round_trip_is_byte_identical_and_persists_across_restart,
+    qemu_io_unaligned_writes_read_back_with_neighbours_intact,
+    qemu_io_write_zeroes_and_discard_read_back_as_zeros,
+    nbdsh_512_byte_write_inside_a_block_reads_back_with_neighbours_intact,
+    fio_randwrite_with_crc32c_verify_passes,
+    read_only_export_refuses_qemu_io_writes_and_serves_reads,
+    ext4_on_nbdfuse_loop_device_mounts_writes_and_fscks_clean,
+);
 
 /// `nbdinfo --json URI`, parsed; the single export it describes.
 fn nbdinfo_export(nbdinfo: &Path, uri: &str) -> serde_json::Value {
@@ -89,8 +120,7 @@ fn nbdinfo_for_an_unknown_export_name_fails() {
     run(cmd).assert_failure();
 }
 
-#[test]
-fn nbdcopy_round_trip_is_byte_identical_and_persists_across_restart() {
+fn nbdcopy_round_trip_is_byte_identical_and_persists_across_restart(replicas: usize) {
     let Some(nbdcopy) = require_tool("nbdcopy") else {
         return;
     };
@@ -98,7 +128,7 @@ fn nbdcopy_round_trip_is_byte_identical_and_persists_across_restart() {
     let input = scratch.path().join("in.bin");
     let expected = random_bytes(0x5eed_0001, 128 << 20);
     std::fs::write(&input, &expected).expect("write input file");
-    let volume = Volume::new("copy", 2, Backing::Shm);
+    let volume = Volume::new("copy", replicas, Backing::Shm);
     let args = volume.args("128M", &[]);
 
     let master = Master::start(&args);
@@ -116,6 +146,16 @@ fn nbdcopy_round_trip_is_byte_identical_and_persists_across_restart() {
         &std::fs::read(&out1).expect("read out1"),
     );
     master.stop_cleanly();
+    // Every directory holds one part of each of the 32 chunks (4 MiB each).
+    for dir in volume.dirs() {
+        let parts = common::part_files(dir);
+        assert_eq!(
+            parts.len(),
+            32,
+            "part files in {}: {parts:?}",
+            dir.display()
+        );
+    }
 
     let master = Master::start(&args);
     let out2 = scratch.path().join("out2.bin");
@@ -127,12 +167,11 @@ fn nbdcopy_round_trip_is_byte_identical_and_persists_across_restart() {
     );
 }
 
-#[test]
-fn qemu_io_unaligned_writes_read_back_with_neighbours_intact() {
+fn qemu_io_unaligned_writes_read_back_with_neighbours_intact(replicas: usize) {
     let Some(qemu_io_path) = require_tool("qemu-io") else {
         return;
     };
-    let volume = Volume::new("unaligned", 1, Backing::Disk);
+    let volume = Volume::new("unaligned", replicas, Backing::Disk);
     // 4 KiB blocks and 64 KiB chunks: boundaries at 4096 and 65536, 131072, 196608, 262144.
     let master = Master::start(&volume.args("1M", &["--block-size", "4K", "--chunk-size", "64K"]));
     let writes = [
@@ -163,12 +202,11 @@ fn qemu_io_unaligned_writes_read_back_with_neighbours_intact() {
 }
 
 /// NBD itself leaves trimmed contents unspecified; QBD's device contract promises zeros.
-#[test]
-fn qemu_io_write_zeroes_and_discard_read_back_as_zeros() {
+fn qemu_io_write_zeroes_and_discard_read_back_as_zeros(replicas: usize) {
     let Some(qemu_io_path) = require_tool("qemu-io") else {
         return;
     };
-    let volume = Volume::new("zeroes", 1, Backing::Disk);
+    let volume = Volume::new("zeroes", replicas, Backing::Disk);
     let master = Master::start(&volume.args("1M", &["--block-size", "4K", "--chunk-size", "64K"]));
     let commands = [
         "write -P 0x99 0 1M",
@@ -186,12 +224,11 @@ fn qemu_io_write_zeroes_and_discard_read_back_as_zeros() {
     qemu_io(&qemu_io_path, &master.uri(), true, &reads).assert_success();
 }
 
-#[test]
-fn nbdsh_512_byte_write_inside_a_block_reads_back_with_neighbours_intact() {
+fn nbdsh_512_byte_write_inside_a_block_reads_back_with_neighbours_intact(replicas: usize) {
     let Some(nbdsh_path) = require_tool("nbdsh") else {
         return;
     };
-    let volume = Volume::new("small", 1, Backing::Disk);
+    let volume = Volume::new("small", replicas, Backing::Disk);
     let master = Master::start(&volume.args("1M", &["--block-size", "4K"]));
     let script = |code: &str| {
         let mut cmd = nbdsh(&nbdsh_path);
@@ -212,12 +249,11 @@ fn nbdsh_512_byte_write_inside_a_block_reads_back_with_neighbours_intact() {
     ));
 }
 
-#[test]
-fn fio_randwrite_with_crc32c_verify_passes() {
+fn fio_randwrite_with_crc32c_verify_passes(replicas: usize) {
     let Some(fio) = require_tool("fio") else {
         return;
     };
-    let volume = Volume::new("fio", 1, Backing::Shm);
+    let volume = Volume::new("fio", replicas, Backing::Shm);
     let master = Master::start(&volume.args("64M", &[]));
     let mut cmd = Command::new(fio);
     cmd.args([
@@ -319,12 +355,11 @@ fn read_only_master(volume: &Volume) -> Master {
     Master::start(&volume.args("16M", &["--read-only"]))
 }
 
-#[test]
-fn read_only_export_refuses_qemu_io_writes_and_serves_reads() {
+fn read_only_export_refuses_qemu_io_writes_and_serves_reads(replicas: usize) {
     let Some(qemu_io_path) = require_tool("qemu-io") else {
         return;
     };
-    let volume = Volume::new("ro", 1, Backing::Disk);
+    let volume = Volume::new("ro", replicas, Backing::Disk);
     let master = read_only_master(&volume);
     let write = ["write -P 0xff 0 4096"];
     let out = qemu_io(&qemu_io_path, &master.uri(), false, &write);
@@ -376,8 +411,7 @@ fn sigterm_with_an_idle_connected_client_exits_zero() {
 }
 
 /// ext4 on the export, through nbdfuse and a loop device (the kernel here has no nbd module).
-#[test]
-fn ext4_on_nbdfuse_loop_device_mounts_writes_and_fscks_clean() {
+fn ext4_on_nbdfuse_loop_device_mounts_writes_and_fscks_clean(replicas: usize) {
     let tools = [
         "nbdfuse",
         "losetup",
@@ -389,7 +423,7 @@ fn ext4_on_nbdfuse_loop_device_mounts_writes_and_fscks_clean() {
     if !require_privileged(&tools) {
         return;
     }
-    let volume = Volume::new("fs", 1, Backing::Shm);
+    let volume = Volume::new("fs", replicas, Backing::Shm);
     let master = Master::start(&volume.args("64M", &[]));
     let work = common::temp_dir(Backing::Disk);
     let (fuse_dir, mnt) = (work.path().join("fuse"), work.path().join("mnt"));

@@ -51,7 +51,10 @@ pub enum Backing {
 pub struct Volume {
     pub name: String,
     pub replicas: usize,
-    dirs: Vec<TempDir>,
+    /// The `--dir` arguments, in the order they are passed.
+    dirs: Vec<PathBuf>,
+    /// The temp dirs this value created (and removes when dropped).
+    owned: Vec<TempDir>,
     /// The master's `--state` directory (its write-intent log), kept across restarts.
     state: TempDir,
 }
@@ -59,17 +62,41 @@ pub struct Volume {
 impl Volume {
     /// A volume named `name`, replicated `replicas` times over as many fresh directories.
     pub fn new(name: &str, replicas: usize, backing: Backing) -> Volume {
-        let dirs = (0..replicas).map(|_| temp_dir(backing)).collect();
+        Volume::spread(name, replicas, replicas, backing)
+    }
+
+    /// A volume named `name`, replicated `replicas` times over `dirs` (≥ `replicas`) fresh
+    /// directories.
+    pub fn spread(name: &str, replicas: usize, dirs: usize, backing: Backing) -> Volume {
+        let owned: Vec<TempDir> = (0..dirs).map(|_| temp_dir(backing)).collect();
+        Volume {
+            name: name.to_owned(),
+            replicas,
+            dirs: owned.iter().map(|d| d.path().to_owned()).collect(),
+            owned,
+            state: temp_dir(backing),
+        }
+    }
+
+    /// A volume over directories the caller owns (e.g. mount points); only its `--state`
+    /// directory is created here, on `backing`.
+    pub fn over(name: &str, replicas: usize, dirs: Vec<PathBuf>, backing: Backing) -> Volume {
         Volume {
             name: name.to_owned(),
             replicas,
             dirs,
+            owned: Vec::new(),
             state: temp_dir(backing),
         }
     }
 
     /// Command-line arguments for a master serving this volume with `size`, plus `extra`.
     pub fn args(&self, size: &str, extra: &[&str]) -> Vec<String> {
+        self.args_with_dirs(&self.dirs, size, extra)
+    }
+
+    /// Like [`Volume::args`], with `dirs` as the `--dir` arguments instead of this volume's.
+    pub fn args_with_dirs(&self, dirs: &[PathBuf], size: &str, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             "--volume".to_owned(),
             self.name.clone(),
@@ -82,18 +109,77 @@ impl Volume {
             "--state".to_owned(),
             self.state.path().display().to_string(),
         ];
-        for dir in &self.dirs {
+        for dir in dirs {
             args.push("--dir".to_owned());
-            args.push(dir.path().display().to_string());
+            args.push(dir.display().to_string());
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     }
 
+    /// The `--dir` arguments, in order.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
     /// The first directory (a place for scratch files such as a unix socket).
     pub fn first_dir(&self) -> &Path {
-        self.dirs[0].path()
+        &self.dirs[0]
     }
+}
+
+/// The volume directory `<root>/<nr>` of the one volume a backend root holds.
+pub fn volume_dir(root: &Path) -> PathBuf {
+    let numbered: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("list {}: {e}", root.display()))
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    assert_eq!(
+        numbered.len(),
+        1,
+        "{} holds exactly one volume: {numbered:?}",
+        root.display()
+    );
+    numbered.into_iter().next().expect("one volume")
+}
+
+/// The part files (`<root>/<nr>/<letter>/<chunk>`) a backend root holds.
+pub fn part_files(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for part in std::fs::read_dir(volume_dir(root)).expect("list volume dir") {
+        let part = part.expect("dir entry").path();
+        if !part.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&part).expect("list part dir") {
+            let file = file.expect("dir entry").path();
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+            if !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_digit()) {
+                files.push(file);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A backend root's identity: `id` in `<root>/.backend`.
+pub fn backend_id(root: &Path) -> String {
+    let path = root.join(".backend");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .find_map(|line| {
+            let value = line.strip_prefix("id")?.trim_start().strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no id in {}:\n{text}", path.display()))
 }
 
 /// A fresh temporary directory on `backing`.
@@ -219,14 +305,21 @@ impl Master {
         self.stop_with_stderr().0
     }
 
-    /// Sends SIGTERM and panics (with the server's stderr) unless it exits with status 0.
-    pub fn stop_cleanly(self) {
+    /// Waits (bounded by `timeout`) until the server's stderr contains `needle`.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.stderr.text().contains(needle))
+    }
+
+    /// Sends SIGTERM and panics (with the server's stderr) unless it exits with status 0;
+    /// returns everything it wrote to stderr.
+    pub fn stop_cleanly(self) -> String {
         let (status, stderr) = self.stop_with_stderr();
         assert_eq!(
             status.code(),
             Some(0),
             "exit status after SIGTERM: {status}; stderr:\n{stderr}"
         );
+        stderr
     }
 
     /// SIGKILL: a crash, with no chance to flush anything.
