@@ -304,7 +304,6 @@ fn dir_order_does_not_matter_and_foreign_dirs_are_refused() {
 /// The foreign directory given first: the message must still name it, not one of the volume's
 /// own directories (three of which agree with each other).
 #[test]
-#[ignore = "master bug: with the foreign dir first, open.rs load() blames the next, legitimate dir"]
 fn a_foreign_dir_given_first_is_the_one_named() {
     let volume = Volume::spread("order", 2, 3, Backing::Shm);
     Master::start(&volume.args("16M", &[])).stop_cleanly();

@@ -247,7 +247,7 @@ async fn load(
     nr: u16,
     req: &OpenRequest,
 ) -> Result<VolumeMeta, VolumeError> {
-    let mut best: Option<VolumeMeta> = None;
+    let mut found = Vec::new();
     for b in backends {
         let m = b.load_meta(nr).await?.ok_or_else(|| {
             VolumeError::Setup(format!(
@@ -256,20 +256,36 @@ async fn load(
                 req.name
             ))
         })?;
-        if let Some(prev) = best.as_ref().filter(|p| p.uuid != m.uuid) {
-            return Err(VolumeError::Setup(format!(
-                "{} holds a different volume {:?} (uuid {}, expected {}): a foreign directory",
-                b.describe(),
-                req.name,
-                m.uuid,
-                prev.uuid
-            )));
-        }
-        if best.as_ref().is_none_or(|p| m.epoch > p.epoch) {
-            best = Some(m);
-        }
+        found.push((b, m));
     }
-    let meta = best.ok_or_else(|| VolumeError::Setup("no backends given".into()))?;
+    // The volume is the one whose placement table holds the most of the
+    // given backends (each holding that volume): the others are foreign,
+    // whatever order the directories were given in.
+    let score = |uuid: Uuid, table: &[BackendId]| {
+        found
+            .iter()
+            .filter(|(b, m)| m.uuid == uuid && table.contains(&b.id()))
+            .count()
+    };
+    let reference = found
+        .iter()
+        .max_by_key(|(_, m)| (score(m.uuid, &m.placement), m.epoch))
+        .map(|(_, m)| m.uuid)
+        .ok_or_else(|| VolumeError::Setup("no backends given".into()))?;
+    if let Some((b, m)) = found.iter().find(|(_, m)| m.uuid != reference) {
+        return Err(VolumeError::Setup(format!(
+            "{} holds a different volume {:?} (uuid {}, the other backends hold {}): a foreign directory",
+            b.describe(),
+            req.name,
+            m.uuid,
+            reference
+        )));
+    }
+    let meta = found
+        .into_iter()
+        .map(|(_, m)| m)
+        .max_by_key(|m| m.epoch)
+        .ok_or_else(|| VolumeError::Setup("no backends given".into()))?;
     meta.check_requested(&req.shape)?;
     Ok(meta)
 }
