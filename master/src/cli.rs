@@ -43,6 +43,22 @@ pub struct Args {
     #[arg(long = "dir", value_name = "PATH")]
     pub dirs: Vec<PathBuf>,
 
+    /// A qbd-node backend, reached over TCP; repeat for several. Mixes with
+    /// --dir in any order: backends are matched by their identity.
+    #[arg(long = "node", value_name = "HOST:PORT", value_parser = parse_node)]
+    pub nodes: Vec<String>,
+
+    /// The cluster key file the nodes use (64 hex characters, `qbd keygen`):
+    /// it authenticates the sessions with them. Required with --node unless
+    /// --insecure.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
+
+    /// Talk to nodes without a cluster key (the all-zero key: anyone on the
+    /// network can impersonate either side). For tests only.
+    #[arg(long, conflicts_with = "cluster_key")]
+    pub insecure: bool,
+
     /// The master's local state directory: the write-intent log of each
     /// volume (`<uuid>.intent`). Keep it on a local disk of the master host.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/qbd")]
@@ -77,7 +93,16 @@ SIGTERM or SIGINT: stops accepting, finishes in-flight requests, syncs, exits 0.
 
 Examples:
   qbd-master --volume vm1 --size 20G --redundancy replicate:2 --dir /srv/a --dir /mnt/nfs/b
+  qbd-master --volume vm2 --size 1T --redundancy replicate:3 --cluster-key /etc/qbd/cluster.key \\
+      --node 10.0.0.5:7000 --node 10.0.0.6:7000 --dir /srv/a
   nbdinfo nbd://127.0.0.1/vm1";
+
+fn parse_node(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not HOST:PORT")),
+    }
+}
 
 fn parse_size(s: &str) -> Result<u64, String> {
     qbd_core::size::parse_size(s).map_err(|e| e.to_string())
@@ -96,7 +121,7 @@ impl Args {
         if self.state == std::path::Path::new(DEFAULT_STATE) {
             self.state = base.join("state");
         }
-        if self.dirs.is_empty() {
+        if self.dirs.is_empty() && self.nodes.is_empty() {
             for i in 0..3 {
                 let d = base.join(format!("d{i}"));
                 std::fs::create_dir_all(&d)?;

@@ -1,8 +1,10 @@
 //! `qbd-master`: serves one QBD volume to NBD clients.
 //!
+//! - [`backend_node`]: [`backend_node::NodeBackend`], a `qbd-node` over a transport as a backend.
 //! - [`device`]: the [`device::BlockDevice`] trait between the NBD server and the volume.
 //! - [`nbd`]: the NBD protocol: a sans-IO codec and a tokio connection driver.
 
+pub mod backend_node;
 pub mod cli;
 pub mod device;
 pub mod nbd;

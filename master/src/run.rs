@@ -7,9 +7,12 @@ use std::time::Duration;
 use qbd_core::backend::Backend;
 use qbd_core::backend::dir::DirBackend;
 use qbd_core::meta::volume::RequestedShape;
+use qbd_core::proto::ClusterKey;
+use qbd_transport_tcp::TcpOptions;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::backend_node::NodeBackend;
 use crate::cli::Args;
 use crate::device::BlockDevice;
 use crate::nbd::{ExportConfig, Listener, Server};
@@ -18,7 +21,7 @@ use crate::volume::{OpenRequest, VolumeError, open_volume};
 /// Runs the master until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> Result<(), VolumeError> {
     let req = open_request(&args)?;
-    let backends = dir_backends(&args)?;
+    let backends = all_backends(&args).await?;
     let volume = Arc::new(open_volume(backends, &req).await?);
     let mut listeners = Vec::new();
     let tcp = TcpListener::bind(args.listen)
@@ -99,10 +102,69 @@ fn open_request(args: &Args) -> Result<OpenRequest, VolumeError> {
     })
 }
 
-fn dir_backends(args: &Args) -> Result<Vec<Arc<dyn Backend>>, VolumeError> {
-    if args.dirs.is_empty() {
-        return Err(setup("no backends: give at least one --dir PATH".into()));
+/// The --dir and --node backends (their order does not matter).
+async fn all_backends(args: &Args) -> Result<Vec<Arc<dyn Backend>>, VolumeError> {
+    if args.dirs.is_empty() && args.nodes.is_empty() {
+        return Err(setup(
+            "no backends: give at least one --dir PATH or --node HOST:PORT".into(),
+        ));
     }
+    let mut backends = dir_backends(args)?;
+    backends.extend(node_backends(args).await?);
+    Ok(backends)
+}
+
+/// Connects to every --node at once (handshake with the cluster key).
+async fn node_backends(args: &Args) -> Result<Vec<Arc<dyn Backend>>, VolumeError> {
+    if args.nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = cluster_key(args)?;
+    let me = format!("qbd-master {}", master_name());
+    let connects = args.nodes.iter().map(|n| connect_node(n, key.clone(), &me));
+    futures_util::future::join_all(connects)
+        .await
+        .into_iter()
+        .collect()
+}
+
+async fn connect_node(
+    node: &str,
+    key: ClusterKey,
+    me: &str,
+) -> Result<Arc<dyn Backend>, VolumeError> {
+    let addr = tokio::net::lookup_host(node)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| setup(format!("--node {node}: cannot resolve the address")))?;
+    let b = NodeBackend::connect_tcp(addr, key, me, TcpOptions::default())
+        .await
+        .map_err(|e| setup(format!("--node {node}: {e}")))?;
+    Ok(Arc::new(b))
+}
+
+fn cluster_key(args: &Args) -> Result<ClusterKey, VolumeError> {
+    let Some(path) = &args.cluster_key else {
+        if args.insecure {
+            return Ok(ClusterKey::INSECURE);
+        }
+        return Err(setup(
+            "--node needs --cluster-key FILE (or --insecure, for tests)".into(),
+        ));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| setup(format!("cannot read {}: {e}", path.display())))?;
+    ClusterKey::from_hex(&text).map_err(|e| setup(format!("{}: {e}", path.display())))
+}
+
+/// `host:pid`, as recorded in `.meta`.
+fn master_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+fn dir_backends(args: &Args) -> Result<Vec<Arc<dyn Backend>>, VolumeError> {
     args.dirs
         .iter()
         .map(|d| Ok(Arc::new(DirBackend::open(d)?) as Arc<dyn Backend>))
