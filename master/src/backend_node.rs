@@ -13,10 +13,18 @@
 //! I/O error of this backend, so the volume marks it failed and its
 //! maintenance readmits it (re-opening the volume) when it answers again.
 //! Nothing is retried here.
+//!
+//! Epochs: `Allocate`, `Recreate` and `SetStale` carry this master's epoch
+//! for the volume so the node can refuse them once a newer master has taken
+//! it (`StaleEpoch`), as it refuses the writes of an older epoch. That epoch
+//! is the highest one this backend has successfully saved (`save_meta`, the
+//! epoch compare-and-set) or, before any, opened the volume with; a node's
+//! epoch only grows, so the highest accepted is the last.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use qbd_core::CoreError;
@@ -44,6 +52,9 @@ pub struct NodeBackend {
     name: String,
     /// The volume opened on it (set by `open_volume`).
     open: Mutex<Option<Opened>>,
+    /// The epoch sent with the fenced requests: the highest of the last
+    /// successful `save_meta` and the `open_volume` meta.
+    epoch: AtomicU64,
 }
 
 /// What the data operations need of the open volume.
@@ -63,6 +74,7 @@ impl NodeBackend {
             id: BackendId(node.backend),
             name: node.name,
             open: Mutex::new(None),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -82,6 +94,16 @@ impl NodeBackend {
     fn opened(&self) -> BackendResult<Opened> {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.ok_or_else(|| BackendError::NotOpen(self.describe()))
+    }
+
+    /// The epoch the fenced requests carry.
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Remembers that the node accepted `epoch` (never lowers it).
+    fn note_epoch(&self, epoch: u64) {
+        self.epoch.fetch_max(epoch, Ordering::AcqRel);
     }
 
     /// Sends one request; maps transport failures and the node's error
@@ -201,6 +223,7 @@ impl NodeBackend {
         let volume = self.opened()?.number;
         let req = Request::SetStale {
             volume,
+            epoch: self.epoch(),
             of: of.0,
             stale,
             chunks,
@@ -275,8 +298,11 @@ impl Backend for NodeBackend {
 
     fn save_meta(&self, meta: VolumeMeta) -> BoxFut<'_, BackendResult<()>> {
         Box::pin(async move {
+            let epoch = meta.epoch;
             let meta = meta_text(&meta)?;
-            self.done(Request::SaveMeta { meta }, None).await
+            self.done(Request::SaveMeta { meta }, None).await?;
+            self.note_epoch(epoch);
+            Ok(())
         })
     }
 
@@ -301,6 +327,7 @@ impl Backend for NodeBackend {
             decoded.corrupt_pages.sort_unstable();
             decoded.corrupt_pages.dedup();
             *self.open.lock().unwrap_or_else(PoisonError::into_inner) = Some(opened);
+            self.note_epoch(meta.epoch);
             Ok(decoded)
         })
     }
@@ -326,8 +353,13 @@ impl Backend for NodeBackend {
     fn allocate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {
         Box::pin(async move {
             let volume = self.opened()?.number;
-            self.done(Request::Allocate { volume, part }, Some(part))
-                .await
+            let epoch = self.epoch();
+            let req = Request::Allocate {
+                volume,
+                epoch,
+                part,
+            };
+            self.done(req, Some(part)).await
         })
     }
 
@@ -346,8 +378,13 @@ impl Backend for NodeBackend {
     fn recreate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {
         Box::pin(async move {
             let volume = self.opened()?.number;
-            self.done(Request::Recreate { volume, part }, Some(part))
-                .await
+            let epoch = self.epoch();
+            let req = Request::Recreate {
+                volume,
+                epoch,
+                part,
+            };
+            self.done(req, Some(part)).await
         })
     }
 
@@ -554,8 +591,88 @@ mod tests {
             sent[1],
             Request::Allocate {
                 volume: 4,
+                epoch: 3,
                 part: PART
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn fenced_requests_carry_the_last_saved_epoch() {
+        let m = meta();
+        let mut next = m.clone();
+        next.epoch = 4;
+        let stale = Ok(Response::Error {
+            code: ErrorCode::StaleEpoch,
+            message: "SaveMeta of epoch 9".into(),
+        });
+        let (b, t) = backend(vec![
+            opened_reply(&m),
+            Ok(Response::Done), // Allocate at the open epoch
+            Ok(Response::Done), // SaveMeta 4
+            Ok(Response::Done), // Recreate
+            Ok(Response::Done), // SetStale (mark)
+            stale,              // SaveMeta 9, refused
+            Ok(Response::Done), // SetStale (clear)
+            opened_reply(&m),   // re-open with the older meta
+            Ok(Response::Done), // Allocate
+        ]);
+        b.open_volume(m.clone()).await.unwrap();
+        b.allocate(PART).await.unwrap();
+        b.save_meta(next.clone()).await.unwrap();
+        b.recreate(PART).await.unwrap();
+        let of = BackendId(Uuid::from_u128(5));
+        b.mark_stale(of, vec![1, 2]).await.unwrap();
+        let mut refused = next.clone();
+        refused.epoch = 9;
+        let e = b.save_meta(refused).await.unwrap_err();
+        assert!(matches!(e, BackendError::Core(CoreError::Locked(_))), "{e}");
+        b.clear_stale(of, vec![2]).await.unwrap();
+        b.open_volume(m).await.unwrap();
+        b.allocate(PART).await.unwrap();
+        let sent = t.sent.lock().unwrap();
+        assert_eq!(
+            sent[1],
+            Request::Allocate {
+                volume: 4,
+                epoch: 3,
+                part: PART
+            }
+        );
+        assert_eq!(
+            sent[3],
+            Request::Recreate {
+                volume: 4,
+                epoch: 4,
+                part: PART
+            }
+        );
+        assert_eq!(
+            sent[4],
+            Request::SetStale {
+                volume: 4,
+                epoch: 4,
+                of: of.0,
+                stale: true,
+                chunks: vec![1, 2]
+            }
+        );
+        assert!(
+            matches!(
+                sent[6],
+                Request::SetStale {
+                    epoch: 4,
+                    stale: false,
+                    ..
+                }
+            ),
+            "a refused SaveMeta does not raise the epoch: {:?}",
+            sent[6]
+        );
+        assert!(
+            matches!(sent[8], Request::Allocate { epoch: 4, .. }),
+            "re-opening with an older meta does not lower it: {:?}",
+            sent[8]
         );
     }
 

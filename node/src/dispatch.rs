@@ -7,7 +7,14 @@
 //! - `SaveMeta` is the epoch compare-and-set: accepted only if its epoch is
 //!   ≥ the volume's, which it then becomes;
 //! - `Write` (normal or repair) is accepted only if its generation's epoch
-//!   is ≥ the volume's epoch; then the backend's generation rule applies.
+//!   is ≥ the volume's epoch; then the backend's generation rule applies;
+//! - `Allocate`, `Recreate` and `SetStale` are accepted only if their
+//!   `epoch` is ≥ the volume's epoch (a master that lost the volume must not
+//!   empty a part or clear a degraded-map bit). `Sync` is not fenced.
+//!
+//! Fenced requests hold the epoch lock shared for their whole duration, as
+//! `SaveMeta` holds it exclusively: once a `SaveMeta` to epoch E has
+//! returned, none of them of an older epoch can still take effect.
 
 use std::sync::Arc;
 
@@ -77,16 +84,25 @@ impl Node {
                 })
                 .await
             }
-            Request::Allocate { volume, part } => self.allocate(volume, part, false).await,
-            Request::Recreate { volume, part } => self.allocate(volume, part, true).await,
+            Request::Allocate {
+                volume,
+                epoch,
+                part,
+            } => self.allocate(volume, epoch, part, false).await,
+            Request::Recreate {
+                volume,
+                epoch,
+                part,
+            } => self.allocate(volume, epoch, part, true).await,
             Request::Sync { volume, parts } => self.sync(volume, parts).await,
             Request::LoadStale { volume } => self.load_stale(volume).await,
             Request::SetStale {
                 volume,
+                epoch,
                 of,
                 stale,
                 chunks,
-            } => self.set_stale(volume, of, stale, chunks).await,
+            } => self.set_stale(volume, epoch, of, stale, chunks).await,
         };
         answer.unwrap_or_else(Refusal::into_response)
     }
@@ -190,13 +206,20 @@ impl Node {
         Ok(Response::Written { applied, skipped })
     }
 
-    async fn allocate(&self, volume: u16, part: PartId, recreate: bool) -> Answer {
+    /// The epoch fence, then allocate (or recreate: empty) the part.
+    async fn allocate(&self, volume: u16, epoch: u64, part: PartId, recreate: bool) -> Answer {
         let v = self.touched(volume)?;
+        let what = if recreate { "Recreate" } else { "Allocate" };
+        let current = v.epoch.read().await;
+        if epoch < *current {
+            return Err(Refusal::stale_epoch(what, epoch, *current));
+        }
         if recreate {
             v.backend.recreate(part).await?;
         } else {
             v.backend.allocate(part).await?;
         }
+        drop(current);
         Ok(Response::Done)
     }
 
@@ -211,13 +234,26 @@ impl Node {
         Ok(Response::Stale(maps.collect()))
     }
 
-    async fn set_stale(&self, volume: u16, of: Uuid, stale: bool, chunks: Vec<u64>) -> Answer {
+    /// The epoch fence, then mark or clear degraded-map bits.
+    async fn set_stale(
+        &self,
+        volume: u16,
+        epoch: u64,
+        of: Uuid,
+        stale: bool,
+        chunks: Vec<u64>,
+    ) -> Answer {
         let v = self.touched(volume)?;
+        let current = v.epoch.read().await;
+        if epoch < *current {
+            return Err(Refusal::stale_epoch("SetStale", epoch, *current));
+        }
         if stale {
             v.backend.mark_stale(BackendId(of), chunks).await?;
         } else {
             v.backend.clear_stale(BackendId(of), chunks).await?;
         }
+        drop(current);
         Ok(Response::Done)
     }
 

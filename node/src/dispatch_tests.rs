@@ -3,7 +3,7 @@
 //! back. Driven through `Node::handle`, no sockets.
 
 use qbd_core::backend::PartId;
-use qbd_core::format::alloc::AllocMap;
+use qbd_core::format::alloc::{AllocMap, BitmapKind};
 use qbd_core::generation::Generation;
 use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::proto::msg::{ErrorCode, Request, Response, WireBlockState, WriteMode};
@@ -93,6 +93,7 @@ async fn node_with_volume() -> (TempDir, Node, Uuid) {
     let r = node
         .handle(Request::Allocate {
             volume: VOL,
+            epoch: 0,
             part: PART,
         })
         .await;
@@ -159,6 +160,114 @@ async fn an_older_epochs_master_cannot_write_or_take_the_epoch_back() {
     assert_eq!(again, Response::Done);
 }
 
+fn set_stale(epoch: u64, of: Uuid, stale: bool, chunk: u64) -> Request {
+    Request::SetStale {
+        volume: VOL,
+        epoch,
+        of,
+        stale,
+        chunks: vec![chunk],
+    }
+}
+
+/// Whether the degraded map of `of` has `chunk` set.
+async fn stale_bit(node: &Node, uuid: Uuid, of: Uuid, chunk: u64) -> bool {
+    let Response::Stale(maps) = node.handle(Request::LoadStale { volume: VOL }).await else {
+        panic!("no stale maps");
+    };
+    maps.iter().find(|(id, _)| *id == of).is_some_and(|(_, b)| {
+        AllocMap::decode_kind(b, BitmapKind::Stale, uuid)
+            .expect("stale map decodes")
+            .map
+            .get(chunk)
+    })
+}
+
+/// Whether the node's allocation map has `chunk` (re-opening is idempotent
+/// and reports the current map).
+async fn allocated(node: &Node, uuid: Uuid, chunk: u64) -> bool {
+    let opened = node
+        .handle(Request::OpenVolume {
+            meta: meta(node, uuid, 6),
+        })
+        .await;
+    let Response::Opened { alloc, .. } = opened else {
+        panic!("open failed: {opened:?}");
+    };
+    AllocMap::decode(&alloc, uuid)
+        .expect("alloc decodes")
+        .map
+        .get(chunk)
+}
+
+#[tokio::test]
+async fn an_older_epochs_master_cannot_recreate_allocate_or_clear_stale() {
+    let (_dir, node, uuid) = two_masters().await;
+    let of = Uuid::new_v4();
+    let chunk1 = PartId { chunk: 1, part: 0 };
+    // B (epoch 6) marks chunk 1 of `of` degraded.
+    assert_eq!(node.handle(set_stale(6, of, true, 1)).await, Response::Done);
+    assert!(stale_bit(&node, uuid, of, 1).await);
+
+    // A (epoch 5) would empty B's part, allocate a chunk, clear the bit.
+    let recreate = Request::Recreate {
+        volume: VOL,
+        epoch: 5,
+        part: PART,
+    };
+    let r = node.handle(recreate).await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
+    expect_block(&node, 0, Generation::new(6, 1), 0xB0).await;
+
+    let allocate = Request::Allocate {
+        volume: VOL,
+        epoch: 5,
+        part: chunk1,
+    };
+    let r = node.handle(allocate).await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
+    assert!(
+        !allocated(&node, uuid, 1).await,
+        "a refused Allocate allocated"
+    );
+    let w = write_to(chunk1, 0, Generation::new(6, 2), 1);
+    assert_eq!(code(&node.handle(w).await), Some(ErrorCode::PartMissing));
+
+    let r = node.handle(set_stale(5, of, false, 1)).await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
+    assert!(
+        stale_bit(&node, uuid, of, 1).await,
+        "a refused clear cleared"
+    );
+    let r = node.handle(set_stale(5, of, true, 2)).await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
+    assert!(
+        !stale_bit(&node, uuid, of, 2).await,
+        "a refused mark marked"
+    );
+
+    // The current master (epoch 6) still can; the data stays until then.
+    let allocate = Request::Allocate {
+        volume: VOL,
+        epoch: 6,
+        part: chunk1,
+    };
+    assert_eq!(node.handle(allocate).await, Response::Done);
+    assert!(allocated(&node, uuid, 1).await);
+    assert_eq!(
+        node.handle(set_stale(6, of, false, 1)).await,
+        Response::Done
+    );
+    assert!(!stale_bit(&node, uuid, of, 1).await);
+    let recreate = Request::Recreate {
+        volume: VOL,
+        epoch: 6,
+        part: PART,
+    };
+    assert_eq!(node.handle(recreate).await, Response::Done);
+    expect_unwritten(&node, 0).await;
+}
+
 #[tokio::test]
 async fn a_restarted_node_remembers_the_epoch() {
     let (dir, node, uuid) = two_masters().await;
@@ -196,6 +305,13 @@ async fn a_restarted_node_remembers_the_epoch() {
             .get(0)
     );
     let late = node.handle(write(0, Generation::new(5, 12), 0xA2)).await;
+    assert_eq!(code(&late), Some(ErrorCode::StaleEpoch), "{late:?}");
+    let recreate = Request::Recreate {
+        volume: VOL,
+        epoch: 5,
+        part: PART,
+    };
+    let late = node.handle(recreate).await;
     assert_eq!(code(&late), Some(ErrorCode::StaleEpoch), "{late:?}");
     expect_block(&node, 0, Generation::new(6, 1), 0xB0).await;
 }
@@ -309,6 +425,7 @@ async fn every_request_kind_reaches_the_store() {
     let of = Uuid::new_v4();
     let mark = Request::SetStale {
         volume: VOL,
+        epoch: 0,
         of,
         stale: true,
         chunks: vec![1],
@@ -321,6 +438,7 @@ async fn every_request_kind_reaches_the_store() {
     assert_eq!(maps[0].0, of);
     let recreate = Request::Recreate {
         volume: VOL,
+        epoch: 0,
         part: PART,
     };
     assert_eq!(node.handle(recreate).await, Response::Done);

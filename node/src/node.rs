@@ -10,9 +10,10 @@
 //!   restarted node remembers it) and only grows: `SaveMeta` is a
 //!   compare-and-set (new ≥ stored), and it persists `.meta` before the new
 //!   epoch takes effect.
-//! - The epoch lock is held shared by every write for its whole duration and
+//! - The epoch lock is held shared by every fenced request (`Write`,
+//!   `Allocate`, `Recreate`, `SetStale`) for its whole duration and
 //!   exclusively by `SaveMeta`: once a `SaveMeta` to epoch E has returned, no
-//!   write of an older epoch can still land.
+//!   fenced request of an older epoch can still take effect.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

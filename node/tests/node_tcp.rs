@@ -202,6 +202,7 @@ async fn an_honest_master_pings_creates_writes_and_reads() {
     assert_eq!(c.call(save).await, Response::Done);
     let alloc = Request::Allocate {
         volume: 3,
+        epoch: 1,
         part: PART,
     };
     assert_eq!(c.call(alloc).await, Response::Done);
@@ -341,6 +342,7 @@ async fn shutdown_answers_every_request_it_accepted() {
     assert!(matches!(open, Response::Opened { .. }), "{open:?}");
     let alloc = Request::Allocate {
         volume: 3,
+        epoch: 1,
         part: PART,
     };
     assert_eq!(c.call(alloc).await, Response::Done);

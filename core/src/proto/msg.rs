@@ -31,6 +31,12 @@
 //! | 0x0c   | `Sync`          |        |           |
 //! | 0x0d   | `LoadStale`     |        |           |
 //! | 0x0e   | `SetStale`      |        |           |
+//!
+//! Fenced by epoch at the node (`StaleEpoch` when older than the volume's
+//! current epoch): `Write` through its generation's epoch, and `Allocate`,
+//! `Recreate` and `SetStale` through their `epoch` field (the sender's
+//! epoch for the volume, encoded as a u64 right after `volume`). `SaveMeta`
+//! is the epoch compare-and-set itself.
 
 use uuid::Uuid;
 
@@ -119,6 +125,9 @@ pub enum Request {
     Allocate {
         /// Volume number.
         volume: u16,
+        /// The sender's epoch for the volume (refused if older than the
+        /// node's).
+        epoch: u64,
         /// Part.
         part: PartId,
     },
@@ -126,6 +135,9 @@ pub enum Request {
     Recreate {
         /// Volume number.
         volume: u16,
+        /// The sender's epoch for the volume (refused if older than the
+        /// node's).
+        epoch: u64,
         /// Part.
         part: PartId,
     },
@@ -145,6 +157,9 @@ pub enum Request {
     SetStale {
         /// Volume number.
         volume: u16,
+        /// The sender's epoch for the volume (refused if older than the
+        /// node's).
+        epoch: u64,
         /// The backend the map describes.
         of: Uuid,
         /// Set (`true`) or clear.
@@ -560,8 +575,18 @@ impl Request {
                 put_bool(out, *repair);
                 put_bytes(out, data);
             }
-            Request::Allocate { volume, part } | Request::Recreate { volume, part } => {
+            Request::Allocate {
+                volume,
+                epoch,
+                part,
+            }
+            | Request::Recreate {
+                volume,
+                epoch,
+                part,
+            } => {
                 put_u16(out, *volume);
+                put_u64(out, *epoch);
                 put_part(out, *part);
             }
             Request::Sync { volume, parts } => {
@@ -580,11 +605,13 @@ impl Request {
             Request::LoadStale { volume } => put_u16(out, *volume),
             Request::SetStale {
                 volume,
+                epoch,
                 of,
                 stale,
                 chunks,
             } => {
                 put_u16(out, *volume);
+                put_u64(out, *epoch);
                 out.extend_from_slice(of.as_bytes());
                 put_bool(out, *stale);
                 put_len(out, chunks.len());
@@ -639,10 +666,12 @@ impl Request {
             }
             op::ALLOCATE => Request::Allocate {
                 volume: r.u16()?,
+                epoch: r.u64()?,
                 part: r.part()?,
             },
             op::RECREATE => Request::Recreate {
                 volume: r.u16()?,
+                epoch: r.u64()?,
                 part: r.part()?,
             },
             op::SYNC => {
@@ -662,6 +691,7 @@ impl Request {
             op::LOAD_STALE => Request::LoadStale { volume: r.u16()? },
             op::SET_STALE => {
                 let volume = r.u16()?;
+                let epoch = r.u64()?;
                 let of = r.uuid()?;
                 let stale = r.bool()?;
                 let n = r.count(8)?;
@@ -671,6 +701,7 @@ impl Request {
                 }
                 Request::SetStale {
                     volume,
+                    epoch,
                     of,
                     stale,
                     chunks,
@@ -933,19 +964,30 @@ mod tests {
             (
                 Request::Allocate {
                     volume: 1,
+                    epoch: 0x0102_0304_0506,
                     part: PartId { chunk: 2, part: 1 },
                 },
-                h("0100 0200000000000000 01"),
+                h("0100 0605040302010000 0200000000000000 01"),
             ),
             (
                 Request::Recreate {
                     volume: 0xfffe,
+                    epoch: u64::MAX,
                     part: PartId {
                         chunk: u64::MAX,
                         part: 0xff,
                     },
                 },
-                h("feff ffffffffffffffff ff"),
+                h("feff ffffffffffffffff ffffffffffffffff ff"),
+            ),
+            (
+                // The example of docs/node-protocol.md §5.
+                Request::Recreate {
+                    volume: 3,
+                    epoch: 6,
+                    part: PartId { chunk: 1, part: 0 },
+                },
+                h("0300 0600000000000000 0100000000000000 00"),
             ),
             (
                 Request::Sync {
@@ -965,13 +1007,24 @@ mod tests {
             (
                 Request::SetStale {
                     volume: 2,
+                    epoch: 9,
                     of: uuid(),
                     stale: true,
                     chunks: vec![1, 0x100],
                 },
                 h(&format!(
-                    "0200 {UUID_HEX} 01 02000000 0100000000000000 0001000000000000"
+                    "0200 0900000000000000 {UUID_HEX} 01 02000000 0100000000000000 0001000000000000"
                 )),
+            ),
+            (
+                Request::SetStale {
+                    volume: 2,
+                    epoch: 1 << 23,
+                    of: uuid(),
+                    stale: false,
+                    chunks: vec![],
+                },
+                h(&format!("0200 0000800000000000 {UUID_HEX} 00 00000000")),
             ),
         ]
     }
@@ -1177,11 +1230,19 @@ mod tests {
             (op::VOLUME_NUMBER, h("00000100 41")),    // 16 MiB announced
             (op::SYNC, h("0100 02")),                 // option byte 2
             (op::SYNC, h("0100 01 ffffff0f")),        // huge count, no bytes
-            (op::SET_STALE, h(&format!("0200 {UUID_HEX} 02 00000000"))), // bool 2
             (
                 op::SET_STALE,
-                h(&format!("0200 {UUID_HEX} 01 02000000 0100000000000000")),
-            ),
+                h(&format!("0200 0100000000000000 {UUID_HEX} 02 00000000")),
+            ), // bool 2
+            (
+                op::SET_STALE,
+                h(&format!(
+                    "0200 0100000000000000 {UUID_HEX} 01 02000000 0100000000000000"
+                )),
+            ), // two chunks announced, one sent
+            (op::SET_STALE, h(&format!("0200 {UUID_HEX} 01 00000000"))), // no epoch
+            (op::ALLOCATE, h("0100 0200000000000000 01")), // no epoch
+            (op::RECREATE, h("0100 01000000000000 0200000000000000 01")), // 7-byte epoch
             (
                 op::WRITE,
                 h("0100 0200000000000000 01 00000000 08000000 0900000000000000 03 00 00000000"),
