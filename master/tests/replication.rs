@@ -330,3 +330,34 @@ async fn a_failed_backend_that_answers_again_is_readmitted_and_resynced_while_se
         "the readmitted replica alone serves identical data"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_part_is_rebuilt_without_failing_its_backend() {
+    let c = Cluster::new(3, 3, 1 << 20);
+    let mut model = pattern(4 * CHUNK as usize, 21);
+    {
+        let (v, _) = c.open(false).await;
+        v.write(0, model.clone(), false).await.unwrap();
+        v.flush().await.unwrap();
+    }
+    std::fs::remove_file(c.part_file(1, 'b', 0)).unwrap();
+    let (v, faults) = c.open(false).await;
+    let uuid = v.meta().uuid;
+    let d = pattern(8192, 22);
+    v.write(4096, d.clone(), false).await.unwrap();
+    model[4096..4096 + 8192].copy_from_slice(&d);
+    let e = pattern(4096, 23);
+    v.write(CHUNK, e.clone(), false).await.unwrap();
+    model[CHUNK as usize..CHUNK as usize + 4096].copy_from_slice(&e);
+    v.flush().await.unwrap();
+    assert_eq!(
+        stale_chunks(&c, 0, &faults[1], uuid),
+        vec![0],
+        "only the chunk whose part is gone"
+    );
+    let resynced = v.maintain(&mut Vec::new(), std::time::Instant::now()).await;
+    assert_eq!(resynced, 1);
+    drop((v, faults));
+    let v = c.open_reading_only_from(1).await;
+    assert_eq!(v.read(0, 4 * CHUNK as u32).await.unwrap(), model);
+}

@@ -35,6 +35,18 @@ pub enum VolumeError {
     GenerationsExhausted,
 }
 
+impl VolumeError {
+    /// A fault of one part file (missing, unusable), not of its backend.
+    pub fn is_part_fault(&self) -> bool {
+        matches!(
+            self,
+            VolumeError::Backend(
+                BackendError::PartMissing { .. } | BackendError::PartCorrupt { .. }
+            )
+        )
+    }
+}
+
 impl From<VolumeError> for DeviceError {
     fn from(e: VolumeError) -> Self {
         match &e {

@@ -8,7 +8,7 @@
 //! write-intent bit is durable before any part is written.
 
 use futures_util::future::join_all;
-use qbd_core::backend::{BlockWrite, PartId, WriteData};
+use qbd_core::backend::{BackendError, BlockWrite, PartId, WriteData};
 
 use super::io::Segment;
 use super::{Volume, VolumeError};
@@ -88,7 +88,17 @@ impl Volume {
             };
         }
         for (p, slot, e) in failures {
-            self.fail(slot, &e.to_string());
+            // A missing or unusable part file is that part's problem (it is
+            // recorded stale and rebuilt); anything else fails the backend.
+            if !e.is_part_fault() {
+                self.fail(slot, &e.to_string());
+            } else {
+                eprintln!(
+                    "qbd-master: chunk {} on {}: {e}",
+                    s.chunk,
+                    self.backends[slot].describe()
+                );
+            }
             missed.push(p);
         }
         let slots: Vec<usize> = missed
@@ -109,6 +119,7 @@ impl Volume {
         }
         let mut created = 0;
         let mut missed = Vec::new();
+        let mut backend_faults = Vec::new();
         let mut first_error = None;
         for p in 0..self.geo.redundancy.parts() {
             let slot = self.placement.slot(chunk, p);
@@ -130,6 +141,12 @@ impl Volume {
                         self.backends[slot].describe()
                     );
                     missed.push(slot);
+                    if !matches!(
+                        e,
+                        BackendError::PartMissing { .. } | BackendError::PartCorrupt { .. }
+                    ) {
+                        backend_faults.push(slot);
+                    }
                     first_error.get_or_insert(e);
                 }
             }
@@ -140,10 +157,8 @@ impl Volume {
                 None => VolumeError::NoCopy(format!("no usable part of chunk {chunk}")),
             });
         }
-        for &slot in &missed {
-            if !self.health.is_stale(slot, chunk) {
-                self.fail(slot, "allocation failed");
-            }
+        for &slot in &backend_faults {
+            self.fail(slot, "allocation failed");
         }
         self.degrade(&missed, &[chunk]).await?;
         self.allocated.set(chunk);
