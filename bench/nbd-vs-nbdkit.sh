@@ -11,10 +11,17 @@
 # write goes to N part files; nbdkit stays a single file (that is the comparison asked for:
 # what N copies cost against the plain peer).
 #
+# With NODES=N (N > 0) the backends are N qbd-node daemons instead of directories: each serves
+# its own tmpfs directory on 127.0.0.1 (port picked by the kernel, read from its ready line),
+# all with one fresh cluster key (`qbd keygen`), and qbd-master reaches them over the TCP node
+# protocol (--node ... --cluster-key ...) with replicate:REPLICAS (REPLICAS <= NODES). Workloads,
+# interleaving with nbdkit and the report are the same. SERVER_CPUS pins the nodes too.
+#
 # Environment (defaults in brackets):
 #   RUNTIME [10]      seconds per fio run          ROUNDS [3]       rounds
 #   SIZE [1G]         target size                  NBDKIT_PORT [10811]
 #   REPLICAS [1]      qbd-master: replicate:REPLICAS over REPLICAS tmpfs directories
+#   NODES [0]         0: directory backends; N > 0: N qbd-node daemons as the backends
 #   SERVER_CPUS []    taskset CPU list for both servers (empty: no pinning)
 #   CLIENT_CPUS []    taskset CPU list for fio      (empty: no pinning)
 #   OUT [bench/out]   directory for the report (kept; raw fio JSON goes there too)
@@ -31,28 +38,49 @@ CLIENT_CPUS=${CLIENT_CPUS:-}
 OUT=${OUT:-bench/out}
 REPLICAS=${REPLICAS:-1}
 [[ $REPLICAS =~ ^[1-8]$ ]] || { echo "REPLICAS must be 1..8, got: $REPLICAS" >&2; exit 1; }
+NODES=${NODES:-0}
+[[ $NODES =~ ^[0-8]$ ]] || { echo "NODES must be 0..8, got: $NODES" >&2; exit 1; }
+if ((NODES > 0 && REPLICAS > NODES)); then
+    echo "REPLICAS ($REPLICAS) needs at least as many NODES ($NODES)" >&2
+    exit 1
+fi
 WORKLOADS=("randread 1" "randread 32" "randwrite 1" "randwrite 32")
 
 for tool in fio nbdkit python3; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
-cargo build --release -p qbd-master
+if ((NODES > 0)); then
+    cargo build --release -p qbd-master -p qbd-node -p qbd-tools
+else
+    cargo build --release -p qbd-master
+fi
 BIN=${CARGO_TARGET_DIR:-target}/release/qbd-master
+NODE_BIN=${CARGO_TARGET_DIR:-target}/release/qbd-node
+QBD_TOOL=${CARGO_TARGET_DIR:-target}/release/qbd
 
 WORK=$(mktemp -d /dev/shm/qbd-bench.XXXXXX)
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 NAME=nbd-vs-nbdkit-$STAMP
 ((REPLICAS > 1)) && NAME+=-replicate$REPLICAS
+((NODES > 0)) && NAME+=-nodes$NODES
 REPORT="$OUT/$NAME.txt"
 QBD_PID=
 NBDKIT_PID=
+NODE_PIDS=()
 
 cleanup() {
+    # The master first (it syncs through the nodes when it stops), then the nodes.
     for pid in $QBD_PID $NBDKIT_PID; do
         kill -TERM "$pid" 2>/dev/null || true
     done
     for pid in $QBD_PID $NBDKIT_PID; do
+        wait "$pid" 2>/dev/null || true
+    done
+    for pid in "${NODE_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${NODE_PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$WORK"
@@ -75,16 +103,40 @@ wait_for() { # wait_for SECONDS CONDITION...: poll a condition, bounded
     done
 }
 
-# qbd-master: replicate:REPLICAS on as many tmpfs directories, its write-intent log (--state) on
-# tmpfs too; the kernel picks its port.
-QBD_DIRS=()
-for ((i = 1; i <= REPLICAS; i++)); do
-    mkdir "$WORK/qbd$i"
-    QBD_DIRS+=(--dir "$WORK/qbd$i")
-done
+# Backends: REPLICAS tmpfs directories, or NODES qbd-node daemons each on its own tmpfs directory.
+QBD_BACKENDS=()
+if ((NODES > 0)); then
+    "$QBD_TOOL" keygen >"$WORK/cluster.key"
+    for ((i = 1; i <= NODES; i++)); do
+        mkdir "$WORK/node$i"
+        "${PIN_SERVER[@]}" "$NODE_BIN" --data "$WORK/node$i" --listen 127.0.0.1:0 \
+            --cluster-key "$WORK/cluster.key" --id "bench-node$i" \
+            >"$WORK/node$i.out" 2>"$WORK/node$i.err" &
+        NODE_PIDS+=($!)
+    done
+    for ((i = 1; i <= NODES; i++)); do
+        if ! wait_for 20 grep -q '^qbd-node: ready ' "$WORK/node$i.out"; then
+            echo "qbd-node $i not ready; stderr:" >&2
+            cat "$WORK/node$i.err" >&2
+            exit 1
+        fi
+        addr=$(sed -n 's/^qbd-node: ready .*tcp=\([^ ]*\).*/\1/p' "$WORK/node$i.out")
+        [[ -n $addr ]] || { echo "qbd-node $i: no tcp= in its ready line" >&2; exit 1; }
+        QBD_BACKENDS+=(--node "$addr")
+    done
+    QBD_BACKENDS+=(--cluster-key "$WORK/cluster.key")
+else
+    for ((i = 1; i <= REPLICAS; i++)); do
+        mkdir "$WORK/qbd$i"
+        QBD_BACKENDS+=(--dir "$WORK/qbd$i")
+    done
+fi
+
+# qbd-master: replicate:REPLICAS over those backends, its write-intent log (--state) on tmpfs
+# too; the kernel picks its port.
 mkdir "$WORK/state"
 "${PIN_SERVER[@]}" "$BIN" --volume bench --size "$SIZE" --redundancy "replicate:$REPLICAS" \
-    "${QBD_DIRS[@]}" --state "$WORK/state" --listen 127.0.0.1:0 \
+    "${QBD_BACKENDS[@]}" --state "$WORK/state" --listen 127.0.0.1:0 \
     >"$WORK/qbd.out" 2>"$WORK/qbd.err" &
 QBD_PID=$!
 if ! wait_for 20 grep -q '^qbd-master: ready ' "$WORK/qbd.out"; then
@@ -127,8 +179,14 @@ print(round(job["read" if sys.argv[2] == "randread" else "write"]["iops"]))' "$1
     echo "kernel: $(uname -r)  cpus: $(nproc)  lo mtu: $(cat /sys/class/net/lo/mtu)"
     echo "pinning: servers=${SERVER_CPUS:-none} fio=${CLIENT_CPUS:-none}"
     echo "fio: $(fio --version)  nbdkit: $(nbdkit --version)"
-    echo "targets: $SIZE on tmpfs each; qbd replicate:$REPLICAS over $REPLICAS dir(s)"
+    if ((NODES > 0)); then
+        echo "targets: $SIZE on tmpfs each; qbd replicate:$REPLICAS over $NODES qbd-node(s)" \
+            "(TCP node protocol on loopback, one tmpfs dir each)"
+    else
+        echo "targets: $SIZE on tmpfs each; qbd replicate:$REPLICAS over $REPLICAS dir(s)"
+    fi
     echo "runtime ${RUNTIME}s per run; $ROUNDS rounds"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
 } | tee "$REPORT"
 
@@ -174,4 +232,5 @@ for w in workloads:
     ratio = statistics.median(q) / max(statistics.median(n), 1)
     print(f"{w:<16}{cell(q):>26}{cell(n):>28}{ratio:>8.2f}")
 PY
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$REPORT"
 echo "report: $REPORT" >&2
