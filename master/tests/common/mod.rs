@@ -5,7 +5,8 @@
 //! - [`tools`]: finding client tools (`SKIPPED` or, under `QBD_REQUIRE_TOOLS=1`, a failure) and
 //!   running them with a time bound;
 //! - [`raw`]: a hand-rolled NBD client over `TcpStream`, for bytes real clients never send;
-//! - [`data`]: seeded test data and byte comparison that names the first difference.
+//! - [`data`]: seeded test data and byte comparison that names the first difference;
+//! - [`nodes`]: `qbd-node` daemons, cluster keys and clusters, for masters over `--node`.
 //!
 //! Every wait here is bounded: a hung server fails the test with its stderr attached instead of
 //! hanging the suite.
@@ -18,6 +19,7 @@
 
 pub mod data;
 mod nbdkit;
+pub mod nodes;
 pub mod raw;
 pub mod tools;
 
