@@ -7,9 +7,9 @@
 
 use std::io;
 
-use qbd_core::proto::ClusterKey;
 use qbd_core::proto::frame::{FrameHeader, HEADER_LEN};
 use qbd_core::proto::session::{ClientHandshake, NodeHello, Session};
+use qbd_core::proto::{ClusterKey, ProtoError};
 use qbd_core::transport::TransportError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -60,7 +60,17 @@ pub async fn handshake(
         .await
         .map_err(|e| lost("sending the hello", &e))?;
     let mut buf = Vec::new();
-    read_frame(stream, &mut buf).await?;
+    // A node refuses a hello whose MAC does not verify by closing the
+    // connection without answering: say so, it is almost always the key.
+    read_frame(stream, &mut buf).await.map_err(|e| match e {
+        TransportError::Disconnected(why) => {
+            TransportError::Protocol(ProtoError::Handshake(format!(
+                "the node closed the connection instead of answering the handshake ({why}): \
+             is the cluster key the one the node uses?"
+            )))
+        }
+        other => other,
+    })?;
     Ok(state.finish(&buf)?)
 }
 

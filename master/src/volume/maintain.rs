@@ -50,12 +50,12 @@ impl Volume {
             match self.readmit(slot).await {
                 Ok(()) => *b = Backoff::fresh(now),
                 Err(e) => {
-                    b.next = now + b.delay;
+                    let wait = b.delay;
+                    b.next = now + wait;
                     b.delay = (b.delay * 2).min(MAX);
                     eprintln!(
-                        "qbd-master: {} still unusable ({e}); next try in {:?}",
-                        self.backends[slot].describe(),
-                        b.delay
+                        "qbd-master: {} still unusable ({e}); next try in {wait:?}",
+                        self.backends[slot].describe()
                     );
                 }
             }
