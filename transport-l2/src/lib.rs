@@ -1,1 +1,16 @@
-//! The node protocol over raw Ethernet: a sans-IO engine plus AF_PACKET / AF_XDP drivers. Arrives with the L2 issue.
+//! The node protocol over raw Ethernet (spec: `docs/l2-protocol.md`).
+//!
+//! - [`engine`]: the sans-IO protocol engine — sessions, sequence numbers,
+//!   retransmission, fragmentation and reassembly, credits and AIMD window.
+//!   Fed frames and `now`; emits frames, timeouts and completed messages.
+//!   No sockets, no clocks, no threads.
+//! - [`af_packet`]: the AF_PACKET socket driver (the only place with
+//!   `unsafe`), bound to the QBD EtherType and one interface, batched
+//!   `sendmmsg`/`recvmmsg`, a polling thread with bounded spin. AF_XDP comes
+//!   later behind the same seam.
+//!
+//! Status: under construction (issue 5); not yet wired into the master or
+//! the node.
+
+pub mod af_packet;
+pub mod engine;

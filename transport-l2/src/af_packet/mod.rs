@@ -1,0 +1,1 @@
+//! The AF_PACKET driver (under construction).

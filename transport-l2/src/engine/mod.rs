@@ -1,0 +1,1 @@
+//! The sans-IO L2 protocol engine (under construction).
