@@ -1,1 +1,60 @@
-//! The sans-IO L2 protocol engine (under construction).
+//! The sans-IO L2 protocol engine (spec: `docs/l2-protocol.md`).
+//!
+//! It carries node-protocol messages — already sealed, with their own MAC —
+//! between a master ([`Client`], one per node) and a node ([`Server`], one
+//! per master session) in Ethernet frames. Messages are opaque bytes here:
+//! authentication stays per message, in the node protocol.
+//!
+//! No sockets, clocks, threads or randomness: the driver passes `now`,
+//! hands received frames in and takes frames to send out; epochs come from
+//! [`Config`].
+//!
+//! # Calling contract (both engines)
+//!
+//! - **Inputs**: [`Client::send`] / [`Server::respond`] (a message to
+//!   carry), `handle_frame(now, bytes)` (a received frame; anything, even
+//!   garbage: it is checked and dropped if bad), `handle_timeout(now)` (call
+//!   when `now` ≥ `poll_timeout()`; calling it early is harmless).
+//! - **Outputs**, polled after every input until they return `None`:
+//!   `poll_event()` (completed messages and failures), then
+//!   `poll_transmit(now, buf)` (one frame per call into `buf`, which must
+//!   hold [`Config::frame_capacity`] bytes), then `poll_timeout()` (when to
+//!   call `handle_timeout` next; it may change after any input).
+//! - **Order on a node**: drain `poll_event` and authenticate each request
+//!   *before* the next `poll_transmit`: a request that fails its MAC must be
+//!   [`Server::reject`]ed before its acknowledgement goes out, so that the
+//!   master retransmits the genuine one.
+//! - `now` never goes backwards.
+//!
+//! # Invariants
+//!
+//! - A request is delivered to the node at most once per session, however
+//!   often it is retransmitted; a retransmission after the response was
+//!   sent gets the stored response again.
+//! - Every [`Client::send`] ends in exactly one [`ClientEvent::Delivered`]
+//!   or [`ClientEvent::Failed`].
+//! - At most [`Config::max_in_flight`] (≤ 64) messages are unfinished on the
+//!   wire, so the node protocol's 64-frame replay window never sees a
+//!   message too far behind the newest.
+
+mod cc;
+mod client;
+mod config;
+mod recv;
+mod send;
+mod server;
+mod timer;
+pub mod wire;
+
+pub use client::{Client, ClientEvent, FailReason, MsgId};
+pub use config::{Config, Stats};
+pub use server::{ReqId, Server, ServerEvent};
+pub use wire::{DEFAULT_ETHERTYPE, Mac};
+
+/// Why a message cannot be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Longer than [`Config::max_message`] or than 65 535 fragments.
+    #[error("message of {0} bytes is too long")]
+    TooLong(usize),
+}

@@ -1,0 +1,285 @@
+//! Outgoing messages: fragmentation, retransmission with the same sequence
+//! number, acknowledgement, RTT sampling and the congestion window. Shared
+//! by the client (requests) and the server (responses).
+//!
+//! Invariants: `in_flight` is the number of fragments of started,
+//! unacknowledged messages; a message is started only in sequence order;
+//! a retransmission resends every fragment of the message from index 0 (the
+//! receiver keeps the fragments it has, so the copies fill the gaps).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::cc::{Aimd, RttEstimator};
+use super::{Config, SendError, Stats};
+
+/// A fragment `poll_transmit` should send now.
+#[derive(Debug, Clone)]
+pub(crate) struct FragOut {
+    pub(crate) seq: u64,
+    pub(crate) index: u16,
+    pub(crate) count: u16,
+    pub(crate) msg_len: u32,
+    pub(crate) range: Range<usize>,
+}
+
+#[derive(Debug)]
+struct OutMsg {
+    data: Vec<u8>,
+    count: u16,
+    frag_size: usize,
+    /// Fragments from this index on are due (first send or retransmission).
+    next: Option<u16>,
+    started: bool,
+    /// When the first transmission's last fragment went out.
+    first_sent: Option<Instant>,
+    last_sent: Option<Instant>,
+    retransmitted: bool,
+    acked: bool,
+    backoff: u32,
+    rto_at: Option<Instant>,
+}
+
+/// The sender's half of a session.
+#[derive(Debug)]
+pub(crate) struct SendQueue {
+    msgs: BTreeMap<u64, OutMsg>,
+    pub(crate) rtt: RttEstimator,
+    pub(crate) cc: Aimd,
+    max_payload: usize,
+    max_message: usize,
+    in_flight: u32,
+}
+
+/// Fragment count and size for a message of `len` bytes.
+pub(crate) fn split(len: usize, max_payload: usize) -> Option<(u16, usize)> {
+    let count = len.div_ceil(max_payload).max(1);
+    let count = u16::try_from(count).ok()?;
+    Some((count, len.div_ceil(usize::from(count))))
+}
+
+impl SendQueue {
+    pub(crate) fn new(cfg: &Config) -> Self {
+        SendQueue {
+            msgs: BTreeMap::new(),
+            rtt: RttEstimator::new(cfg),
+            cc: Aimd::new(cfg),
+            max_payload: cfg.max_payload(),
+            max_message: cfg.max_message,
+            in_flight: 0,
+        }
+    }
+
+    /// Queues message `seq` (sequence numbers must be pushed in order).
+    pub(crate) fn push(&mut self, seq: u64, data: Vec<u8>) -> Result<(), SendError> {
+        let too_long = SendError::TooLong(data.len());
+        if data.len() > self.max_message || u32::try_from(data.len()).is_err() {
+            return Err(too_long);
+        }
+        let (count, frag_size) = split(data.len(), self.max_payload).ok_or(too_long)?;
+        let msg = OutMsg {
+            data,
+            count,
+            frag_size,
+            next: Some(0),
+            started: false,
+            first_sent: None,
+            last_sent: None,
+            retransmitted: false,
+            acked: false,
+            backoff: 0,
+            rto_at: None,
+        };
+        self.msgs.insert(seq, msg);
+        Ok(())
+    }
+
+    /// The next fragment to send: retransmissions and started messages
+    /// first, then new messages in order while the window and `may_start`
+    /// allow. Marks it sent at `now`.
+    pub(crate) fn next_fragment(
+        &mut self,
+        now: Instant,
+        may_start: impl Fn(u64) -> bool,
+    ) -> Option<FragOut> {
+        let cwnd = self.cc.window();
+        let mut chosen = None;
+        for (&seq, m) in &self.msgs {
+            if m.next.is_none() {
+                continue;
+            }
+            if m.started {
+                chosen = Some(seq);
+                break;
+            }
+            let fits = self.in_flight == 0 || self.in_flight + u32::from(m.count) <= cwnd;
+            if !fits || !may_start(seq) {
+                break;
+            }
+            chosen = Some(seq);
+            break;
+        }
+        let seq = chosen?;
+        let m = self.msgs.get_mut(&seq)?;
+        if !m.started {
+            m.started = true;
+            self.in_flight += u32::from(m.count);
+        }
+        let index = m.next?;
+        let start = usize::from(index) * m.frag_size;
+        let end = (start + m.frag_size).min(m.data.len());
+        if index + 1 < m.count {
+            m.next = Some(index + 1);
+        } else {
+            m.next = None;
+            m.last_sent = Some(now);
+            m.first_sent.get_or_insert(now);
+            m.rto_at = Some(now + self.rtt.rto_backoff(m.backoff));
+        }
+        Some(FragOut {
+            seq,
+            index,
+            count: m.count,
+            msg_len: m.data.len() as u32,
+            range: start..end,
+        })
+    }
+
+    /// The bytes of message `seq` (for a [`FragOut`] just returned).
+    pub(crate) fn data(&self, seq: u64) -> &[u8] {
+        self.msgs.get(&seq).map_or(&[], |m| &m.data)
+    }
+
+    /// Message `seq` arrived complete at the peer. Returns whether that is
+    /// news.
+    pub(crate) fn on_ack(&mut self, now: Instant, seq: u64) -> bool {
+        let Some(m) = self.msgs.get_mut(&seq) else {
+            return false;
+        };
+        if m.acked || !m.started {
+            return false;
+        }
+        m.acked = true;
+        m.next = None;
+        m.rto_at = None;
+        self.in_flight -= u32::from(m.count);
+        if let (false, Some(sent)) = (m.retransmitted, m.first_sent) {
+            self.rtt.sample(now.saturating_duration_since(sent));
+        }
+        self.cc.on_ack(u32::from(m.count));
+        true
+    }
+
+    /// Applies a cumulative + selective acknowledgement (already extended
+    /// to 64 bits).
+    pub(crate) fn apply_ack(&mut self, now: Instant, cum: u64, bits: u64) {
+        let below: Vec<u64> = self.msgs.range(..cum).map(|(&s, _)| s).collect();
+        for seq in below {
+            self.on_ack(now, seq);
+        }
+        for i in 0..64u64 {
+            if bits & (1 << i) != 0 {
+                self.on_ack(now, cum + 1 + i);
+            }
+        }
+    }
+
+    /// Forgets message `seq` (answered, failed or given up).
+    pub(crate) fn remove(&mut self, seq: u64) {
+        if let Some(m) = self.msgs.remove(&seq)
+            && m.started
+            && !m.acked
+        {
+            self.in_flight -= u32::from(m.count);
+        }
+    }
+
+    /// Forgets every message.
+    pub(crate) fn clear(&mut self) {
+        self.msgs.clear();
+        self.in_flight = 0;
+    }
+
+    /// Schedules the retransmission of every message whose RTO expired.
+    pub(crate) fn on_timeout(&mut self, now: Instant, stats: &mut Stats) {
+        for m in self.msgs.values_mut() {
+            if m.acked || m.rto_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            m.rto_at = None;
+            m.next = Some(0);
+            m.retransmitted = true;
+            m.backoff += 1;
+            stats.retransmissions += 1;
+            stats.retransmitted_frames += u64::from(m.count);
+            if let Some(sent) = m.first_sent {
+                self.cc.on_timeout(sent, now);
+            }
+        }
+    }
+
+    /// The peer asked again for message `seq` (a duplicate request whose
+    /// response is stored): resend it unless it was sent within `gap`.
+    pub(crate) fn kick(&mut self, now: Instant, seq: u64, gap: Duration, stats: &mut Stats) {
+        let Some(m) = self.msgs.get_mut(&seq) else {
+            return;
+        };
+        let recent = m.last_sent.is_some_and(|t| now < t + gap);
+        if m.acked || m.next.is_some() || recent {
+            return;
+        }
+        m.next = Some(0);
+        m.rto_at = None;
+        m.retransmitted = true;
+        stats.retransmissions += 1;
+        stats.retransmitted_frames += u64::from(m.count);
+    }
+
+    /// Whether `seq` is queued and acknowledged.
+    #[cfg(test)]
+    pub(crate) fn is_acked(&self, seq: u64) -> bool {
+        self.msgs.get(&seq).is_some_and(|m| m.acked)
+    }
+
+    /// The earliest retransmission deadline.
+    pub(crate) fn next_rto(&self) -> Option<Instant> {
+        self.msgs.values().filter_map(|m| m.rto_at).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_sizes() {
+        assert_eq!(split(0, 1458), Some((1, 0)));
+        assert_eq!(split(1458, 1458), Some((1, 1458)));
+        assert_eq!(split(1459, 1458), Some((2, 730)));
+        assert_eq!(split(32 * 1024, 1458), Some((23, 1425)));
+        assert_eq!(split(usize::from(u16::MAX) * 2 + 1, 2), None);
+    }
+
+    #[test]
+    fn fragments_then_retransmit_same_seq() {
+        let cfg = Config::default();
+        let mut q = SendQueue::new(&cfg);
+        let mut st = Stats::default();
+        q.push(7, vec![1u8; 3000]).expect("fits");
+        let t0 = Instant::now();
+        let frags: Vec<_> = std::iter::from_fn(|| q.next_fragment(t0, |_| true)).collect();
+        assert_eq!(frags.len(), 3);
+        assert!(frags.iter().all(|f| f.seq == 7 && f.count == 3));
+        assert_eq!(frags.iter().map(|f| f.range.len()).sum::<usize>(), 3000);
+        let rto = q.next_rto().expect("armed");
+        q.on_timeout(rto, &mut st);
+        assert_eq!(st.retransmissions, 1);
+        let again: Vec<_> = std::iter::from_fn(|| q.next_fragment(rto, |_| true)).collect();
+        assert_eq!(again.len(), 3);
+        assert!(q.next_rto().expect("armed") >= rto + cfg.min_rto * 2);
+        q.apply_ack(rto, 8, 0);
+        assert!(q.is_acked(7));
+        assert_eq!(q.next_rto(), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! Golden bytes both ways, round trip, truncated and trailing input, a
+//! small seeded fuzz (decode → encode reproduces the input).
+
+use super::*;
+
+fn sample(payload: &[u8]) -> Frame<'_> {
+    Frame {
+        header: Header {
+            dst: Mac([0x02, 0, 0, 0, 0, 0x01]),
+            src: Mac([0x02, 0, 0, 0, 0, 0x02]),
+            ethertype: DEFAULT_ETHERTYPE,
+            ty: FrameType::Request,
+            flags: 0,
+            client_epoch: 0x0403_0201,
+            server_epoch: 0x0807_0605,
+            seq: 0x0c0b_0a09,
+            frag_index: 1,
+            frag_count: 3,
+            msg_len: 0x0000_1234,
+            ack_cum: 0x1413_1211,
+            ack_bits: 0x2827_2625_2423_2221,
+            credit: 0x3433_3231,
+        },
+        payload,
+    }
+}
+
+const GOLDEN: [u8; 60] = [
+    0x02, 0, 0, 0, 0, 0x01, // dst
+    0x02, 0, 0, 0, 0, 0x02, // src
+    0x88, 0xb5, // EtherType
+    1,    // version
+    1,    // type: request
+    0, 0, // flags
+    3, 0, // payload length
+    0x01, 0x02, 0x03, 0x04, // client epoch
+    0x05, 0x06, 0x07, 0x08, // server epoch
+    0x09, 0x0a, 0x0b, 0x0c, // seq
+    1, 0, // fragment index
+    3, 0, // fragment count
+    0x34, 0x12, 0, 0, // message length
+    0x11, 0x12, 0x13, 0x14, // ack cumulative
+    0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, // ack bits
+    0x31, 0x32, 0x33, 0x34, // credit
+    b'a', b'b', b'c', // payload
+    0,    // padding to 60
+];
+
+#[test]
+fn golden_encode() {
+    let mut buf = [0xeeu8; 100];
+    let n = sample(b"abc").encode(&mut buf).expect("fits");
+    assert_eq!(&buf[..n], &GOLDEN[..]);
+}
+
+#[test]
+fn golden_decode() {
+    let f = Frame::decode(&GOLDEN).expect("valid");
+    assert_eq!(f, sample(b"abc"));
+    assert_eq!(
+        session_of(&GOLDEN),
+        Some((Mac([2, 0, 0, 0, 0, 2]), 0x0403_0201))
+    );
+}
+
+#[test]
+fn round_trip_long_payload() {
+    let payload: Vec<u8> = (0..1458u32).map(|i| i as u8).collect();
+    let f = sample(&payload);
+    let mut buf = vec![0u8; 1514];
+    let n = f.encode(&mut buf).expect("fits");
+    assert_eq!(n, 1514);
+    assert_eq!(Frame::decode(&buf[..n]).expect("valid"), f);
+    assert_eq!(f.encode(&mut buf[..1513]), Err(WireError::TooLong));
+}
+
+#[test]
+fn truncated_rejected() {
+    for n in 0..HEADER_LEN + 3 {
+        assert_eq!(
+            Frame::decode(&GOLDEN[..n]),
+            Err(WireError::Truncated),
+            "len {n}"
+        );
+    }
+}
+
+#[test]
+fn trailing_and_bad_padding_rejected() {
+    let mut long = GOLDEN.to_vec();
+    long.push(0);
+    assert_eq!(Frame::decode(&long), Err(WireError::Trailing));
+    let mut dirty = GOLDEN;
+    dirty[59] = 1;
+    assert_eq!(Frame::decode(&dirty), Err(WireError::Trailing));
+    let mut v2 = GOLDEN;
+    v2[14] = 2;
+    assert_eq!(Frame::decode(&v2), Err(WireError::Version(2)));
+}
+
+#[test]
+fn unknown_type_kept() {
+    let mut b = GOLDEN;
+    b[15] = 0x7f;
+    let f = Frame::decode(&b).expect("valid");
+    assert_eq!(f.header.ty, FrameType::Unknown(0x7f));
+    let mut out = [0u8; 60];
+    f.encode(&mut out).expect("fits");
+    assert_eq!(out, b);
+}
+
+#[test]
+fn fuzz_decode_encode_reproduces() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = vec![0u8; 2000];
+    for _ in 0..5000 {
+        let len = (next() % 120) as usize;
+        let mut b: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if b.len() > 20 && next() % 2 == 0 {
+            b[14] = VERSION;
+            let pl = (b.len().saturating_sub(HEADER_LEN)) as u16;
+            b[18..20].copy_from_slice(&pl.to_le_bytes());
+        }
+        if let Ok(f) = Frame::decode(&b) {
+            let n = f.encode(&mut out).expect("fits");
+            assert_eq!(&out[..n], &b[..]);
+        }
+    }
+}
+
+#[test]
+fn extend_seq_nearest() {
+    assert_eq!(extend_seq(5, 7), 7);
+    assert_eq!(extend_seq(5, 3), 3);
+    assert_eq!(extend_seq(0xffff_fff0, 2), 0x1_0000_0002);
+    assert_eq!(extend_seq(0x1_0000_0002, 0xffff_fff0), 0xffff_fff0);
+    assert_eq!(extend_seq(0, 0xffff_fff0), 0xffff_fff0);
+}
