@@ -136,7 +136,8 @@ impl PacketSocket {
     /// `frames.len()` (possibly 0) when its send buffer is full; send the
     /// rest later. An error (e.g. `EMSGSIZE` for a frame larger than
     /// MTU + [`ETH_HLEN`]) is returned only when the very first frame fails;
-    /// after a partial send, the next call reports it.
+    /// after a partial send, the next call reports it. `ENOBUFS` means the
+    /// device dropped that frame (e.g. a veth peer with a smaller MTU).
     pub fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
         self.send_frames(frames.iter().copied())
     }
@@ -270,12 +271,12 @@ impl AsFd for PacketSocket {
     }
 }
 
-/// "Try again later": nothing waiting, or no room in the send path.
+/// "Try again later": nothing waiting, or no room in the socket buffer.
+/// Not ENOBUFS: on a packet socket it means the device or qdisc dropped
+/// that very frame (e.g. a veth peer whose MTU is smaller), so retrying it
+/// would spin; the caller drops it and counts it instead.
 fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR)
-    )
+    matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR))
 }
 
 fn set_buffers(fd: BorrowedFd<'_>, config: &SocketConfig) -> io::Result<()> {
