@@ -146,7 +146,9 @@ impl Client {
         let reference = self.next_seq;
         let cum = extend_seq(reference, h.ack_cum);
         self.send.apply_ack(now, cum, h.ack_bits);
-        self.credit_edge = extend_seq(reference, h.credit);
+        // The edge only moves back when the node holds partial messages;
+        // taking the maximum makes reordered frames harmless.
+        self.credit_edge = self.credit_edge.max(extend_seq(reference, h.credit));
         match h.ty {
             FrameType::Response => self.on_response(now, &h, frame.payload),
             FrameType::Ack | FrameType::Reset => {}

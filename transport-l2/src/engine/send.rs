@@ -104,21 +104,18 @@ impl SendQueue {
         may_start: impl Fn(u64) -> bool,
     ) -> Option<FragOut> {
         let cwnd = self.cc.window();
-        let mut chosen = None;
-        for (&seq, m) in &self.msgs {
-            if m.next.is_none() {
-                continue;
-            }
-            if m.started {
-                chosen = Some(seq);
-                break;
-            }
+        let due = |m: &&OutMsg| m.next.is_some();
+        let mut chosen = self
+            .msgs
+            .iter()
+            .filter(|(_, m)| m.started && due(m))
+            .map(|(&s, _)| s)
+            .next();
+        if chosen.is_none() {
+            // The lowest unstarted message, if the window and caller allow.
+            let (&seq, m) = self.msgs.iter().find(|(_, m)| !m.started)?;
             let fits = self.in_flight == 0 || self.in_flight + u32::from(m.count) <= cwnd;
-            if !fits || !may_start(seq) {
-                break;
-            }
-            chosen = Some(seq);
-            break;
+            chosen = (fits && may_start(seq)).then_some(seq);
         }
         let seq = chosen?;
         let m = self.msgs.get_mut(&seq)?;

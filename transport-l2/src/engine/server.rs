@@ -112,11 +112,11 @@ impl Server {
         }
         self.stats.frames_received += 1;
         let reference = self.floor.unwrap_or(0).max(self.received.cum());
-        self.advance_floor(extend_seq(reference, h.ack_cum));
-        let floor = self.floor.unwrap_or(0);
+        let cum = extend_seq(reference, h.ack_cum);
+        self.advance_floor(cum);
         for i in 0..64u64 {
             if h.ack_bits & (1 << i) != 0 {
-                self.response_acked(floor + 1 + i);
+                self.response_acked(cum + 1 + i);
             }
         }
         match h.ty {
