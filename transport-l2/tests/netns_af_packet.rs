@@ -342,6 +342,11 @@ fn ping_pong_latency() {
     let Some(mut lab) = Lab::new("ping_pong_latency") else {
         return;
     };
+    // Client busy-polls on CPU 0, the server's poller runs on CPU 1: two
+    // spinners sharing one core would measure the scheduler instead.
+    let mut cpu0 = rustix::thread::CpuSet::new();
+    cpu0.set(0);
+    rustix::thread::sched_setaffinity(None, &cpu0).expect("pin client to CPU 0");
     for mtu in [1500u32, 9000] {
         let (a, b) = lab.pair(mtu);
         let (mut sa, sb) = (open(&a, ET), open(&b, ET));

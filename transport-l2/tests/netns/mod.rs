@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 const PREFIX: &str = "qbdt-";
-const NETNS_DIR: &str = "/run/netns";
+pub const NETNS_DIR: &str = "/run/netns";
 
 /// A set of namespaces owned by one test; dropping it deletes them all.
 #[derive(Debug)]
@@ -97,7 +97,8 @@ impl Lab {
     }
 
     /// A bridge `br0` in its own namespace acting as a switch, with one
-    /// port per entry of `hosts`: port `pN` ↔ `eth0` in `hosts[N]`.
+    /// port per entry of `hosts`: port `pN` ↔ `eth0` in `hosts[N]` (which
+    /// must not have an `eth0` yet).
     /// Returns the switch's namespace.
     pub fn switch(&mut self, hosts: &[&Ns], mtu: u32) -> Ns {
         let sw = self.namespace();
@@ -286,7 +287,8 @@ fn privilege_check() -> Result<(), String> {
 }
 
 /// Deletes `qbdt-<pid>-*` namespaces whose process is gone (crashed runs).
-fn sweep_stale() {
+/// [`Lab::new`] runs it once per process.
+pub fn sweep_stale() {
     let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
         return;
     };
@@ -319,7 +321,8 @@ fn disable_ipv6() -> Result<(), String> {
     Ok(())
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
+/// `ip args...` in the root namespace.
+pub fn ip(args: &[&str]) -> Result<String, String> {
     let out = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
