@@ -12,8 +12,10 @@
 //! - Every iteration checks the stop flag; every inner loop advances or
 //!   exits (no unbounded retry on a full socket).
 //! - No lost wake-up: the thread publishes `parked` before its last look at
-//!   the queue and the handler; a producer pushes, then rings the doorbell
-//!   if it sees `parked` (both `SeqCst`, the queue behind a mutex).
+//!   the queue and the handler; a producer pushes, sets `pending`, then
+//!   rings the doorbell if it sees `parked` (all `SeqCst`).
+//! - The spinning thread reads the `pending` flag, not the queue's mutex,
+//!   so producers never contend with the spin.
 //! - Frames the kernel refuses with a hard error (e.g. `EMSGSIZE`) are
 //!   dropped and counted in `tx_dropped`; reliability is the engine's job.
 
@@ -124,6 +126,8 @@ pub struct PollerSender {
 struct Shared {
     stop: AtomicBool,
     parked: AtomicBool,
+    /// Set after every push; cleared by the thread when it takes the queue.
+    pending: AtomicBool,
     queue: Mutex<FrameBatch>,
     queue_frames: usize,
     doorbell: OwnedFd,
@@ -149,6 +153,7 @@ impl<H: Handler> Poller<H> {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             parked: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
             queue: Mutex::new(FrameBatch::with_capacity(config.queue_frames, 64 << 10)),
             queue_frames: config.queue_frames,
             doorbell: sys::eventfd()?,
@@ -230,6 +235,7 @@ impl PollerSender {
             room.min(frames.len())
         };
         if queued > 0 {
+            self.shared.pending.store(true, Ordering::SeqCst);
             self.wake();
         }
         Ok(queued)
@@ -349,7 +355,7 @@ impl<H: Handler> LoopState<H> {
 
     /// Swaps the shared queue with our drained buffer (O(1) under the lock).
     fn take_queue(&mut self) -> bool {
-        if !self.queued.is_empty() {
+        if !self.queued.is_empty() || !self.shared.pending.swap(false, Ordering::SeqCst) {
             return false;
         }
         let mut queue = self.shared.lock_queue();
@@ -394,7 +400,7 @@ impl<H: Handler> LoopState<H> {
         let now = Instant::now();
         let next = self.handler.on_tick(now, &mut self.out);
         let sent = self.transmit_out();
-        let queue_waiting = self.queued.is_empty() && !self.shared.lock_queue().is_empty();
+        let queue_waiting = self.queued.is_empty() && self.shared.pending.load(Ordering::SeqCst);
         if sent || queue_waiting || self.shared.stop.load(Ordering::SeqCst) {
             self.shared.parked.store(false, Ordering::SeqCst);
             return;
