@@ -355,9 +355,11 @@ impl<H: Handler> LoopState<H> {
 
     /// Swaps the shared queue with our drained buffer (O(1) under the lock).
     fn take_queue(&mut self) -> bool {
-        if !self.queued.is_empty() || !self.shared.pending.swap(false, Ordering::SeqCst) {
+        // A plain load first: the spin must not write a shared cache line.
+        if !self.queued.is_empty() || !self.shared.pending.load(Ordering::Relaxed) {
             return false;
         }
+        self.shared.pending.store(false, Ordering::SeqCst);
         let mut queue = self.shared.lock_queue();
         if queue.is_empty() {
             return false;
