@@ -146,6 +146,9 @@ pub struct Sim {
     /// Drop every frame in this direction (a partition) while set.
     pub cut: Option<Dir>,
     pub frames: [u64; 2],
+    /// The node's engine is descheduled until then: frames to it wait in
+    /// the socket buffer, its timers do not run.
+    pub server_paused_until: Option<Instant>,
 }
 
 impl Sim {
@@ -182,6 +185,7 @@ impl Sim {
             recording: None,
             cut: None,
             frames: [0; 2],
+            server_paused_until: None,
         }
     }
 
@@ -308,20 +312,23 @@ impl Sim {
         }
     }
 
+    fn server_paused(&self) -> Option<Instant> {
+        self.server_paused_until.filter(|&t| t > self.now)
+    }
+
     /// The next instant something happens.
     fn next_event(&self) -> Option<Instant> {
         let link = self.link.peek().map(|Reverse((t, ..))| *t);
         let tick =
             (self.app.per_tick.is_some() && !self.app.queue.is_empty()).then_some(self.next_tick);
-        [
-            link,
-            self.client.poll_timeout(),
-            self.server.poll_timeout(),
-            tick,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let server = match self.server_paused() {
+            Some(until) => self.server.poll_timeout().map(|t| t.max(until)),
+            None => self.server.poll_timeout(),
+        };
+        [link, self.client.poll_timeout(), server, tick]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Advances the clock to the next event and processes it. Returns false
@@ -336,9 +343,15 @@ impl Sim {
             if *t > self.now {
                 break;
             }
-            let Some(Reverse((_, _, dir, f))) = self.link.pop() else {
+            let Some(Reverse((_, order, dir, f))) = self.link.pop() else {
                 break;
             };
+            if let Some(until) = self.server_paused()
+                && dir == Dir::ToServer
+            {
+                self.link.push(Reverse((until, order, dir, f)));
+                continue;
+            }
             match dir {
                 Dir::ToServer => self.server.handle_frame(self.now, &f),
                 Dir::ToClient => self.client.handle_frame(self.now, &f),
@@ -348,7 +361,9 @@ impl Sim {
         if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
             self.client.handle_timeout(self.now);
         }
-        if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+        if self.server_paused().is_none()
+            && self.server.poll_timeout().is_some_and(|t| t <= self.now)
+        {
             self.server.handle_timeout(self.now);
         }
         if let Some(n) = self.app.per_tick
