@@ -47,6 +47,13 @@ fn run(seed: u64, mtu: usize) {
         cs.retransmissions > 0 && ss.duplicates > 0,
         "the link did hurt: {cs:?} {ss:?}"
     );
+    // 5 % loss per frame: retransmitted frames stay a fraction of the total.
+    assert!(cs.retransmitted_frames * 2 < cs.frames_sent, "{cs:?}");
+    assert!(ss.retransmitted_frames * 2 < ss.frames_sent, "{ss:?}");
+    eprintln!(
+        "mtu {mtu}: virtual {:?}\nclient {cs:?}\nserver {ss:?}",
+        sim.now - sim.t0
+    );
     // Let the last acks through: the server forgets its stored responses.
     sim.run_for(Duration::from_millis(50));
     assert_eq!(sim.server.executing(), 0);

@@ -235,6 +235,10 @@ impl Client {
         if e == 0 || e < self.server_epoch {
             return false;
         }
+        if self.server_epoch == 0 && h.ty == FrameType::Reset {
+            // We sent epoch 0, which no node resets: not for us.
+            return false;
+        }
         if self.server_epoch == 0 {
             self.server_epoch = e;
         } else if e > self.server_epoch {
