@@ -47,9 +47,10 @@ fn run(seed: u64, mtu: usize) {
         cs.retransmissions > 0 && ss.duplicates > 0,
         "the link did hurt: {cs:?} {ss:?}"
     );
-    // 5 % loss per frame: retransmitted frames stay a fraction of the total.
-    assert!(cs.retransmitted_frames * 2 < cs.frames_sent, "{cs:?}");
-    assert!(ss.retransmitted_frames * 2 < ss.frames_sent, "{ss:?}");
+    // 5 % loss per frame: fragment acks keep retransmitted frames under a
+    // quarter of the total (whole-message resends took ~28 % at MTU 1500).
+    assert!(cs.retransmitted_frames * 4 < cs.frames_sent, "{cs:?}");
+    assert!(ss.retransmitted_frames * 4 < ss.frames_sent, "{ss:?}");
     eprintln!(
         "mtu {mtu}: virtual {:?}\nclient {cs:?}\nserver {ss:?}",
         sim.now - sim.t0

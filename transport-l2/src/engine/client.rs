@@ -20,8 +20,8 @@ use std::time::Instant;
 use super::recv::{Insert, Reassembly};
 use super::send::SendQueue;
 use super::timer::{Timer, TimerTable};
-use super::wire::{Frame, FrameType, Header, Mac, extend_seq};
-use super::{Config, SendError, Stats};
+use super::wire::{FRAG_ACK_LEN, FragAck, Frame, FrameType, Header, Mac, extend_seq};
+use super::{Config, MAX_FRAG_ACKS, SendError, Stats, encode_frag_acks};
 
 /// Identifies a message sent by a [`Client`] (never reused by one engine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,7 +151,8 @@ impl Client {
         self.credit_edge = self.credit_edge.max(extend_seq(reference, h.credit));
         match h.ty {
             FrameType::Response => self.on_response(now, &h, frame.payload),
-            FrameType::Ack | FrameType::Reset => {}
+            FrameType::Ack => self.on_frag_acks(reference, frame.payload),
+            FrameType::Reset => {}
             FrameType::Request | FrameType::Probe | FrameType::Unknown(_) => {
                 self.stats.malformed += 1;
             }
@@ -176,7 +177,12 @@ impl Client {
             None if self.ack_now => self.header(FrameType::Ack),
             None => return None,
         };
+        let mut acks = [0u8; MAX_FRAG_ACKS * FRAG_ACK_LEN];
         let mut payload: &[u8] = &[];
+        if frag.is_none() {
+            let n = encode_frag_acks(self.partial(), &mut acks);
+            payload = &acks[..n];
+        }
         if let Some(f) = &frag {
             h.seq = f.seq as u32;
             h.frag_index = f.index;
@@ -281,6 +287,12 @@ impl Client {
             return;
         };
         match r.insert(h, payload) {
+            // The last fragment came and others are missing: report them
+            // after `ack_delay`, time for reordered ones to arrive.
+            Insert::Partial if h.frag_index + 1 == h.frag_count => {
+                let at = now + self.cfg.ack_delay;
+                self.timers.set_earliest(Timer::Ack, at);
+            }
             Insert::Partial => {}
             Insert::Duplicate => {
                 self.stats.duplicates += 1;
@@ -289,6 +301,24 @@ impl Client {
             Insert::Invalid => self.stats.malformed += 1,
             Insert::Complete => self.complete(now, seq),
         }
+    }
+
+    fn on_frag_acks(&mut self, reference: u64, payload: &[u8]) {
+        let Some(acks) = FragAck::decode_all(payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        for a in acks {
+            let seq = extend_seq(reference, a.seq);
+            self.send.on_frag_ack(seq, a.base, a.bits, &mut self.stats);
+        }
+    }
+
+    /// Responses being reassembled.
+    fn partial(&self) -> impl Iterator<Item = (u64, &Reassembly)> {
+        self.pending
+            .iter()
+            .filter_map(|(&s, p)| Some((s, p.response.as_ref()?)))
     }
 
     fn complete(&mut self, now: Instant, seq: u64) {

@@ -51,6 +51,33 @@ pub use config::{Config, Stats};
 pub use server::{ReqId, Server, ServerEvent};
 pub use wire::{DEFAULT_ETHERTYPE, Mac};
 
+/// Most fragment acknowledgements in one `Ack` frame.
+const MAX_FRAG_ACKS: usize = 16;
+
+/// Encodes the fragment acknowledgements of partly received messages
+/// (`(seq, reassembly)`) into `buf`; returns the payload length.
+fn encode_frag_acks<'a>(
+    partial: impl Iterator<Item = (u64, &'a recv::Reassembly)>,
+    buf: &mut [u8; MAX_FRAG_ACKS * wire::FRAG_ACK_LEN],
+) -> usize {
+    let mut acks = [wire::FragAck {
+        seq: 0,
+        base: 0,
+        bits: 0,
+    }; MAX_FRAG_ACKS];
+    let mut n = 0;
+    for ((seq, r), slot) in partial.zip(acks.iter_mut()) {
+        let (base, bits) = r.frag_ack();
+        *slot = wire::FragAck {
+            seq: seq as u32,
+            base,
+            bits,
+        };
+        n += 1;
+    }
+    wire::FragAck::encode_all(&acks[..n], buf)
+}
+
 /// Why a message cannot be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

@@ -82,6 +82,24 @@ impl Reassembly {
         }
     }
 
+    /// This message's fragment acknowledgement: the first missing
+    /// fragment, and which of the 64 from there on are received.
+    pub(crate) fn frag_ack(&self) -> (u16, u64) {
+        let base = self.have.iter().position(|h| !h).unwrap_or(self.have.len());
+        let mut bits = 0u64;
+        for (i, _) in self
+            .have
+            .iter()
+            .skip(base)
+            .take(64)
+            .enumerate()
+            .filter(|(_, h)| **h)
+        {
+            bits |= 1 << i;
+        }
+        (u16::try_from(base).unwrap_or(u16::MAX), bits)
+    }
+
     /// The whole message (once complete).
     pub(crate) fn into_message(self) -> Vec<u8> {
         self.buf

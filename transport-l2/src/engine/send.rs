@@ -39,6 +39,31 @@ struct OutMsg {
     acked: bool,
     backoff: u32,
     rto_at: Option<Instant>,
+    /// Fragments the peer reported received (empty: no report yet).
+    have: Vec<bool>,
+    /// A fragment ack already triggered a resend in this round.
+    fast_done: bool,
+}
+
+impl OutMsg {
+    /// The first fragment from `from` on that the peer lacks.
+    fn first_missing(&self, from: u16) -> Option<u16> {
+        (from..self.count).find(|&i| !self.have.get(usize::from(i)).copied().unwrap_or(false))
+    }
+
+    fn missing(&self) -> u64 {
+        (0..self.count)
+            .filter(|&i| !self.have.get(usize::from(i)).copied().unwrap_or(false))
+            .count() as u64
+    }
+
+    /// Starts a retransmission round: the missing fragments, or the last
+    /// one if the peer has them all (its acknowledgement was lost).
+    fn restart_round(&mut self) {
+        self.next = self.first_missing(0).or(Some(self.count - 1));
+        self.rto_at = None;
+        self.retransmitted = true;
+    }
 }
 
 /// The sender's half of a session.
@@ -90,6 +115,8 @@ impl SendQueue {
             acked: false,
             backoff: 0,
             rto_at: None,
+            have: Vec::new(),
+            fast_done: false,
         };
         self.msgs.insert(seq, msg);
         Ok(())
@@ -126,9 +153,8 @@ impl SendQueue {
         let index = m.next?;
         let start = usize::from(index) * m.frag_size;
         let end = (start + m.frag_size).min(m.data.len());
-        if index + 1 < m.count {
-            m.next = Some(index + 1);
-        } else {
+        m.next = m.first_missing(index + 1);
+        if m.next.is_none() {
             m.next = None;
             m.last_sent = Some(now);
             m.first_sent.get_or_insert(now);
@@ -204,12 +230,11 @@ impl SendQueue {
             if m.acked || m.rto_at.is_none_or(|t| t > now) {
                 continue;
             }
-            m.rto_at = None;
-            m.next = Some(0);
-            m.retransmitted = true;
+            m.restart_round();
             m.backoff += 1;
+            m.fast_done = false;
             stats.retransmissions += 1;
-            stats.retransmitted_frames += u64::from(m.count);
+            stats.retransmitted_frames += m.missing().max(1);
             if let Some(sent) = m.first_sent {
                 self.cc.on_timeout(sent, now);
             }
@@ -226,11 +251,33 @@ impl SendQueue {
         if m.acked || m.next.is_some() || recent {
             return;
         }
-        m.next = Some(0);
-        m.rto_at = None;
-        m.retransmitted = true;
+        m.restart_round();
         stats.retransmissions += 1;
-        stats.retransmitted_frames += u64::from(m.count);
+        stats.retransmitted_frames += m.missing().max(1);
+    }
+
+    /// The peer reports which fragments of `seq` it has. After a complete
+    /// round, the missing ones are resent at once (once per round; the RTO
+    /// covers the rest).
+    pub(crate) fn on_frag_ack(&mut self, seq: u64, base: u16, bits: u64, stats: &mut Stats) {
+        let Some(m) = self.msgs.get_mut(&seq) else {
+            return;
+        };
+        if m.acked || !m.started {
+            return;
+        }
+        m.have.resize(usize::from(m.count), false);
+        let base = usize::from(base).min(m.have.len());
+        m.have[..base].fill(true);
+        for (i, have) in m.have[base..].iter_mut().take(64).enumerate() {
+            *have |= bits & (1 << i) != 0;
+        }
+        if m.next.is_none() && !m.fast_done && m.first_missing(0).is_some() {
+            m.fast_done = true;
+            m.restart_round();
+            stats.retransmissions += 1;
+            stats.retransmitted_frames += m.missing();
+        }
     }
 
     /// Whether `seq` is queued and acknowledged.
@@ -248,6 +295,35 @@ impl SendQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fragment_ack_resends_only_the_missing() {
+        let cfg = Config::default();
+        let mut q = SendQueue::new(&cfg);
+        let mut st = Stats::default();
+        q.push(1, vec![0u8; 5 * 1458]).expect("fits");
+        let t0 = Instant::now();
+        assert_eq!(
+            std::iter::from_fn(|| q.next_fragment(t0, |_| true)).count(),
+            5
+        );
+        // The peer has 0, 1 and 3: fragments 2 and 4 go again, once.
+        q.on_frag_ack(1, 2, 0b10, &mut st);
+        q.on_frag_ack(1, 2, 0b10, &mut st);
+        let again: Vec<u16> = std::iter::from_fn(|| q.next_fragment(t0, |_| true))
+            .map(|f| f.index)
+            .collect();
+        assert_eq!(again, vec![2, 4]);
+        assert_eq!((st.retransmissions, st.retransmitted_frames), (1, 2));
+        // Everything reported but the ack lost: the RTO resends the last.
+        q.on_frag_ack(1, 5, 0, &mut st);
+        let rto = q.next_rto().expect("armed");
+        q.on_timeout(rto, &mut st);
+        let last: Vec<u16> = std::iter::from_fn(|| q.next_fragment(rto, |_| true))
+            .map(|f| f.index)
+            .collect();
+        assert_eq!(last, vec![4]);
+    }
 
     #[test]
     fn split_sizes() {

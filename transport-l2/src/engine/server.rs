@@ -20,8 +20,8 @@ use std::time::Instant;
 use super::recv::{AckSet, Insert, Reassembly};
 use super::send::SendQueue;
 use super::timer::{Timer, TimerTable};
-use super::wire::{Frame, FrameType, Header, Mac, extend_seq};
-use super::{Config, SendError, Stats};
+use super::wire::{FRAG_ACK_LEN, FragAck, Frame, FrameType, Header, Mac, extend_seq};
+use super::{Config, MAX_FRAG_ACKS, SendError, Stats, encode_frag_acks};
 
 /// Identifies a request within a [`Server`] session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,7 +121,7 @@ impl Server {
         }
         match h.ty {
             FrameType::Request => self.on_request(now, &h, frame.payload),
-            FrameType::Ack => {}
+            FrameType::Ack => self.on_frag_acks(cum, frame.payload),
             _ => self.stats.malformed += 1,
         }
         self.update_timers();
@@ -181,7 +181,12 @@ impl Server {
             None if self.ack_now => self.header(FrameType::Ack),
             None => return None,
         };
+        let mut acks = [0u8; MAX_FRAG_ACKS * FRAG_ACK_LEN];
         let mut payload: &[u8] = &[];
+        if frag.is_none() {
+            let n = encode_frag_acks(self.partial(), &mut acks);
+            payload = &acks[..n];
+        }
         if let Some(f) = &frag {
             h.seq = f.seq as u32;
             h.frag_index = f.index;
@@ -253,6 +258,12 @@ impl Server {
         };
         match state {
             ReqState::Partial(r) => match r.insert(h, payload) {
+                // The last fragment came and others are missing: report
+                // them after `ack_delay`, time for reordered ones to arrive.
+                Insert::Partial if h.frag_index + 1 == h.frag_count => {
+                    let at = now + self.cfg.ack_delay;
+                    self.timers.set_earliest(Timer::Ack, at);
+                }
                 Insert::Partial => {}
                 Insert::Duplicate => self.stats.duplicates += 1,
                 Insert::Invalid => self.stats.malformed += 1,
@@ -269,6 +280,25 @@ impl Server {
                 self.ack_now = true;
             }
         }
+    }
+
+    fn on_frag_acks(&mut self, reference: u64, payload: &[u8]) {
+        let Some(acks) = FragAck::decode_all(payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        for a in acks {
+            let seq = extend_seq(reference, a.seq);
+            self.send.on_frag_ack(seq, a.base, a.bits, &mut self.stats);
+        }
+    }
+
+    /// Requests being reassembled.
+    fn partial(&self) -> impl Iterator<Item = (u64, &Reassembly)> {
+        self.reqs.iter().filter_map(|(&s, st)| match st {
+            ReqState::Partial(r) => Some((s, r)),
+            _ => None,
+        })
     }
 
     fn deliver(&mut self, now: Instant, seq: u64) {

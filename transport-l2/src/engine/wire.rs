@@ -224,6 +224,50 @@ impl Frame<'_> {
     }
 }
 
+/// Length of one fragment acknowledgement in an `Ack` frame's payload.
+pub const FRAG_ACK_LEN: usize = 16;
+
+/// Fragment-level acknowledgement of a partly received message, carried
+/// in `Ack` payloads (16 bytes each: seq u32, base u16, reserved u16 = 0,
+/// bits u64): every fragment below `base` is received, and fragment
+/// `base + i` is if bit `i` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragAck {
+    /// Message number, low 32 bits.
+    pub seq: u32,
+    /// First fragment not received.
+    pub base: u16,
+    /// Fragments `base + 1 ..` received (bit 0 is `base`, always clear).
+    pub bits: u64,
+}
+
+impl FragAck {
+    /// Writes `acks` into `buf` as far as they fit; returns the length.
+    pub fn encode_all(acks: &[FragAck], buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        for (a, out) in acks.iter().zip(buf.chunks_exact_mut(FRAG_ACK_LEN)) {
+            out[0..4].copy_from_slice(&a.seq.to_le_bytes());
+            out[4..6].copy_from_slice(&a.base.to_le_bytes());
+            out[6..8].fill(0);
+            out[8..16].copy_from_slice(&a.bits.to_le_bytes());
+            n += FRAG_ACK_LEN;
+        }
+        n
+    }
+
+    /// Parses an `Ack` payload; `None` if it is not whole entries.
+    pub fn decode_all(payload: &[u8]) -> Option<impl Iterator<Item = FragAck> + '_> {
+        if !payload.len().is_multiple_of(FRAG_ACK_LEN) {
+            return None;
+        }
+        Some(payload.chunks_exact(FRAG_ACK_LEN).map(|e| FragAck {
+            seq: u32_at(e, 0),
+            base: u16_at(e, 4),
+            bits: u64_at(e, 8),
+        }))
+    }
+}
+
 /// The frame's (source MAC, client epoch) without a full decode: how a node
 /// routes a frame to the [`super::Server`] of its session.
 pub fn session_of(b: &[u8]) -> Option<(Mac, u32)> {
@@ -231,8 +275,8 @@ pub fn session_of(b: &[u8]) -> Option<(Mac, u32)> {
     Some((mac_at(h, 6), u32_at(h, 20)))
 }
 
-// `h` is at least HEADER_LEN long and every offset below is a constant
-// inside it, so these index operations cannot panic.
+// Callers pass slices at least as long as the constant offsets they read
+// (a checked header, or a 16-byte fragment ack), so these cannot panic.
 fn mac_at(h: &[u8], i: usize) -> Mac {
     let mut m = [0u8; 6];
     m.copy_from_slice(&h[i..i + 6]);

@@ -135,6 +135,39 @@ fn fuzz_decode_encode_reproduces() {
 }
 
 #[test]
+fn frag_acks_golden_and_round_trip() {
+    let acks = [
+        FragAck {
+            seq: 0x0403_0201,
+            base: 0x0605,
+            bits: 0x0f0e_0d0c_0b0a_0908,
+        },
+        FragAck {
+            seq: 7,
+            base: 0,
+            bits: 1 << 63,
+        },
+    ];
+    let mut buf = [0xeeu8; 40];
+    let n = FragAck::encode_all(&acks, &mut buf);
+    assert_eq!(n, 32);
+    assert_eq!(
+        buf[..16],
+        [1, 2, 3, 4, 5, 6, 0, 0, 8, 9, 10, 11, 12, 13, 14, 15]
+    );
+    let back: Vec<_> = FragAck::decode_all(&buf[..n])
+        .expect("whole entries")
+        .collect();
+    assert_eq!(back, acks);
+    assert!(FragAck::decode_all(&buf[..17]).is_none());
+    assert_eq!(
+        FragAck::encode_all(&acks, &mut buf[..20]),
+        16,
+        "only what fits"
+    );
+}
+
+#[test]
 fn extend_seq_nearest() {
     assert_eq!(extend_seq(5, 7), 7);
     assert_eq!(extend_seq(5, 3), 3);
