@@ -234,7 +234,12 @@ impl Inner {
         let link = lock(&self.link);
         match link.retry_at {
             Some(at) if Instant::now() < at => {
-                let last = link.last_error.as_ref().map(ToString::to_string);
+                // The inner reason only: a Disconnected error's Display
+                // already starts with "node unreachable".
+                let last = link.last_error.as_ref().map(|e| match e {
+                    TransportError::Disconnected(why) => why.clone(),
+                    other => other.to_string(),
+                });
                 Err(gone(&format!(
                     "{} (next reconnect attempt in {} ms)",
                     last.unwrap_or_else(|| "disconnected".into()),
