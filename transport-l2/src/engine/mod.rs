@@ -78,6 +78,33 @@ fn encode_frag_acks<'a>(
     wire::FragAck::encode_all(&acks[..n], buf)
 }
 
+/// Encodes the frame `poll_transmit` sends, on either side: fragment `frag`
+/// of a queued message under header `h`, or, without one, an `Ack` frame
+/// carrying the fragment acknowledgements of `partial`.
+fn encode_outgoing<'a>(
+    mut h: wire::Header,
+    frag: Option<&send::FragOut>,
+    send: &send::SendQueue,
+    partial: impl Iterator<Item = (u64, &'a recv::Reassembly)>,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut acks = [0u8; MAX_FRAG_ACKS * wire::FRAG_ACK_LEN];
+    let payload = match frag {
+        None => {
+            let n = encode_frag_acks(partial, &mut acks);
+            &acks[..n]
+        }
+        Some(f) => {
+            h.seq = f.seq as u32;
+            h.frag_index = f.index;
+            h.frag_count = f.count;
+            h.msg_len = f.msg_len;
+            send.data(f.seq).get(f.range.clone()).unwrap_or(&[])
+        }
+    };
+    wire::Frame { header: h, payload }.encode(buf).ok()
+}
+
 /// Why a message cannot be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

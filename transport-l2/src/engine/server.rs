@@ -20,8 +20,8 @@ use std::time::Instant;
 use super::recv::{AckSet, Insert, Reassembly};
 use super::send::SendQueue;
 use super::timer::{Timer, TimerTable};
-use super::wire::{FRAG_ACK_LEN, FragAck, Frame, FrameType, Header, Mac, extend_seq};
-use super::{Config, MAX_FRAG_ACKS, SendError, Stats, encode_frag_acks};
+use super::wire::{FragAck, Frame, FrameType, Header, Mac, extend_seq};
+use super::{Config, SendError, Stats, encode_outgoing};
 
 /// Identifies a request within a [`Server`] session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -176,25 +176,12 @@ impl Server {
             .ok();
         }
         let frag = self.send.next_fragment(now, |_| true);
-        let mut h = match &frag {
+        let h = match &frag {
             Some(_) => self.header(FrameType::Response),
             None if self.ack_now => self.header(FrameType::Ack),
             None => return None,
         };
-        let mut acks = [0u8; MAX_FRAG_ACKS * FRAG_ACK_LEN];
-        let mut payload: &[u8] = &[];
-        if frag.is_none() {
-            let n = encode_frag_acks(self.partial(), &mut acks);
-            payload = &acks[..n];
-        }
-        if let Some(f) = &frag {
-            h.seq = f.seq as u32;
-            h.frag_index = f.index;
-            h.frag_count = f.count;
-            h.msg_len = f.msg_len;
-            payload = self.send.data(f.seq).get(f.range.clone()).unwrap_or(&[]);
-        }
-        let n = Frame { header: h, payload }.encode(buf).ok()?;
+        let n = encode_outgoing(h, frag.as_ref(), &self.send, self.partial(), buf)?;
         self.ack_now = false;
         self.timers.set(Timer::Ack, None);
         self.stats.frames_sent += 1;
