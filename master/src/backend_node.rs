@@ -166,6 +166,18 @@ impl NodeBackend {
         .into()
     }
 
+    /// Sends an epoch-fenced request about one part of the open volume and
+    /// expects `Done`.
+    async fn part_request(
+        &self,
+        part: PartId,
+        make: impl FnOnce(u16, u64, PartId) -> Request,
+    ) -> BackendResult<()> {
+        let volume = self.opened()?.number;
+        self.done(make(volume, self.epoch(), part), Some(part))
+            .await
+    }
+
     fn unexpected(&self, to: &str, got: &Response) -> BackendError {
         CoreError::malformed(
             "node response",
@@ -351,16 +363,13 @@ impl Backend for NodeBackend {
     }
 
     fn allocate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {
-        Box::pin(async move {
-            let volume = self.opened()?.number;
-            let epoch = self.epoch();
-            let req = Request::Allocate {
+        Box::pin(
+            self.part_request(part, |volume, epoch, part| Request::Allocate {
                 volume,
                 epoch,
                 part,
-            };
-            self.done(req, Some(part)).await
-        })
+            }),
+        )
     }
 
     fn sync(&self, parts: Option<Vec<PartId>>) -> BoxFut<'_, BackendResult<()>> {
@@ -376,16 +385,13 @@ impl Backend for NodeBackend {
     }
 
     fn recreate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {
-        Box::pin(async move {
-            let volume = self.opened()?.number;
-            let epoch = self.epoch();
-            let req = Request::Recreate {
+        Box::pin(
+            self.part_request(part, |volume, epoch, part| Request::Recreate {
                 volume,
                 epoch,
                 part,
-            };
-            self.done(req, Some(part)).await
-        })
+            }),
+        )
     }
 
     fn load_stale(&self) -> BoxFut<'_, BackendResult<Vec<(BackendId, AllocMap)>>> {
