@@ -36,6 +36,13 @@ async fn open(paths: &[&Path], req: &OpenRequest) -> Result<Volume, VolumeError>
     open_volume(dirs(paths), req).await
 }
 
+/// The 1 MiB replicate:1 volume "v" most tests use, created or reopened on `paths`.
+async fn open_v(paths: &[&Path]) -> Volume {
+    open(paths, &request("v", Some(1 << 20), Some("replicate:1")))
+        .await
+        .unwrap()
+}
+
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -63,14 +70,7 @@ async fn replicate_2_over_four_dirs_serves_the_same_data_in_any_flag_order() {
 #[tokio::test]
 async fn reopening_with_contradicting_flags_is_refused_with_the_setting_named() {
     let t = tempfile::tempdir().unwrap();
-    drop(
-        open(
-            &[t.path()],
-            &request("v", Some(1 << 20), Some("replicate:1")),
-        )
-        .await
-        .unwrap(),
-    );
+    drop(open_v(&[t.path()]).await);
     let e = open(&[t.path()], &request("v", Some(2 << 20), None))
         .await
         .err()
@@ -125,14 +125,7 @@ async fn a_directory_of_another_volume_or_cluster_is_refused() {
         .to_string();
     assert!(e.contains("does not hold volume"), "{e}");
     // c holds its own volume "v": another cluster.
-    drop(
-        open(
-            &[c.path()],
-            &request("v", Some(1 << 20), Some("replicate:1")),
-        )
-        .await
-        .unwrap(),
-    );
+    drop(open_v(&[c.path()]).await);
     let e = open(&[a.path(), c.path()], &request("v", None, None))
         .await
         .err()
@@ -154,12 +147,7 @@ async fn a_directory_of_another_volume_or_cluster_is_refused() {
 #[tokio::test]
 async fn a_second_master_cannot_open_a_volume_in_use() {
     let t = tempfile::tempdir().unwrap();
-    let first = open(
-        &[t.path()],
-        &request("v", Some(1 << 20), Some("replicate:1")),
-    )
-    .await
-    .unwrap();
+    let first = open_v(&[t.path()]).await;
     let e = open(&[t.path()], &request("v", None, None))
         .await
         .err()
@@ -174,12 +162,7 @@ async fn a_second_master_cannot_open_a_volume_in_use() {
 async fn a_deleted_part_file_is_an_error_never_zeros() {
     let t = tempfile::tempdir().unwrap();
     {
-        let v = open(
-            &[t.path()],
-            &request("v", Some(1 << 20), Some("replicate:1")),
-        )
-        .await
-        .unwrap();
+        let v = open_v(&[t.path()]).await;
         v.write(0, vec![9; 4096], false).await.unwrap();
         v.flush().await.unwrap();
     }
@@ -199,12 +182,7 @@ async fn a_flipped_bit_in_the_only_copy_is_eio_and_the_neighbours_still_read() {
     let t = tempfile::tempdir().unwrap();
     let data = pattern(1, 16384);
     {
-        let v = open(
-            &[t.path()],
-            &request("v", Some(1 << 20), Some("replicate:1")),
-        )
-        .await
-        .unwrap();
+        let v = open_v(&[t.path()]).await;
         v.write(0, data.clone(), false).await.unwrap();
         v.flush().await.unwrap();
     }
@@ -228,12 +206,7 @@ async fn a_flipped_bit_in_the_only_copy_is_eio_and_the_neighbours_still_read() {
 #[tokio::test]
 async fn unaligned_writes_trims_and_zeroes_keep_neighbouring_bytes() {
     let t = tempfile::tempdir().unwrap();
-    let v = open(
-        &[t.path()],
-        &request("v", Some(1 << 20), Some("replicate:1")),
-    )
-    .await
-    .unwrap();
+    let v = open_v(&[t.path()]).await;
     let base = pattern(5, 256 << 10);
     v.write(0, base.clone(), false).await.unwrap();
     let mut model = base.clone();
@@ -258,14 +231,7 @@ async fn unaligned_writes_trims_and_zeroes_keep_neighbouring_bytes() {
 #[tokio::test]
 async fn out_of_range_requests_are_invalid_and_read_only_refuses_writes() {
     let t = tempfile::tempdir().unwrap();
-    drop(
-        open(
-            &[t.path()],
-            &request("v", Some(1 << 20), Some("replicate:1")),
-        )
-        .await
-        .unwrap(),
-    );
+    drop(open_v(&[t.path()]).await);
     let mut ro = request("v", None, None);
     ro.read_only = true;
     let v = open(&[t.path()], &ro).await.unwrap();
