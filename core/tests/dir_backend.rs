@@ -8,7 +8,7 @@ use std::fs;
 
 use common::{
     BLOCKS, BS, Fixture, TestResult, create_volume, flip_byte, generation, layout, part, pattern,
-    write,
+    read_err, write,
 };
 use qbd_core::CoreError;
 use qbd_core::backend::dir::DirBackend;
@@ -197,12 +197,14 @@ async fn deleted_part_of_an_allocated_chunk_is_missing_never_zeros() -> TestResu
     write(&*f.backend, part(3), 0, pattern(1, 1), generation(1)).await?;
     fs::remove_file(f.part_path(part(3)))?;
     let f = f.reopen().await?;
-    let e = f
-        .backend
-        .read(part(3), 0, 1)
-        .await
-        .err()
-        .ok_or("read of a deleted part succeeded")?;
+    let e = read_err(
+        &f.backend,
+        part(3),
+        0,
+        1,
+        "read of a deleted part succeeded",
+    )
+    .await?;
     assert!(matches!(e, BackendError::PartMissing { .. }), "{e}");
     Ok(())
 }
@@ -214,12 +216,14 @@ async fn allocated_but_deleted_part_stays_missing_even_if_never_written() -> Tes
     f.backend.allocate(part(4)).await?;
     fs::remove_file(f.part_path(part(4)))?;
     let f = f.reopen().await?;
-    let e = f
-        .backend
-        .read(part(4), 0, 1)
-        .await
-        .err()
-        .ok_or("read of a deleted part succeeded")?;
+    let e = read_err(
+        &f.backend,
+        part(4),
+        0,
+        1,
+        "read of a deleted part succeeded",
+    )
+    .await?;
     assert!(matches!(e, BackendError::PartMissing { .. }), "{e}");
     Ok(())
 }
@@ -265,12 +269,14 @@ async fn expect_corrupt_after(mangle: impl FnOnce(&Fixture) -> TestResult) -> Te
     write(&*f.backend, part(1), 0, pattern(1, 1), generation(1)).await?;
     mangle(&f)?;
     let f = f.reopen().await?;
-    let e = f
-        .backend
-        .read(part(0), 0, 1)
-        .await
-        .err()
-        .ok_or("read of a mangled part succeeded")?;
+    let e = read_err(
+        &f.backend,
+        part(0),
+        0,
+        1,
+        "read of a mangled part succeeded",
+    )
+    .await?;
     assert!(matches!(e, BackendError::PartCorrupt { .. }), "{e}");
     let w = write(&*f.backend, part(0), 0, pattern(2, 1), generation(2)).await;
     let e = w
@@ -317,12 +323,14 @@ async fn part_file_of_another_volume_is_corrupt() -> TestResult {
     f.backend.allocate(part(0)).await?;
     fs::copy(&foreign, f.part_path(part(0)))?;
     let f = f.reopen().await?;
-    let e = f
-        .backend
-        .read(part(0), 0, 1)
-        .await
-        .err()
-        .ok_or("read of a foreign part succeeded")?;
+    let e = read_err(
+        &f.backend,
+        part(0),
+        0,
+        1,
+        "read of a foreign part succeeded",
+    )
+    .await?;
     assert!(
         matches!(&e, BackendError::PartCorrupt { why, .. } if why.contains("another volume")),
         "{e}"

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use qbd_core::backend::dir::DirBackend;
-use qbd_core::backend::{Backend, BlockWrite, PartId, WriteData, WriteOutcome};
+use qbd_core::backend::{Backend, BackendError, BlockWrite, PartId, WriteData, WriteOutcome};
 use qbd_core::format::layout::PartLayout;
 use qbd_core::generation::Generation;
 use qbd_core::meta::volume::VolumeMeta;
@@ -131,6 +131,17 @@ pub async fn write(
 }
 
 /// The layout of every part file of the test volume.
+/// Reads blocks that must fail; `why` says what succeeding would mean.
+pub async fn read_err(
+    backend: &DirBackend,
+    part: PartId,
+    first: u32,
+    count: u32,
+    why: &'static str,
+) -> TestResult<BackendError> {
+    Ok(backend.read(part, first, count).await.err().ok_or(why)?)
+}
+
 pub fn layout() -> PartLayout {
     PartLayout::new(BS as u32, BLOCKS)
 }
