@@ -5,13 +5,11 @@
 //! Every test builds its own namespaces (unique names), so they run in
 //! parallel; all traffic stays inside them.
 
-mod netns;
-
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netns::{Lab, Ns};
+use qbd_netlab::{Lab, Ns};
 use qbd_transport_l2::af_packet::{
     DEFAULT_ETHERTYPE, ETH_HLEN, FrameBatch, Handler, PacketSocket, Poller, PollerConfig,
 };

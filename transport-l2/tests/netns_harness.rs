@@ -1,12 +1,10 @@
 //! The namespace harness itself: cleanup on panic, the stale sweep,
 //! isolation of the test runner's threads, links with no IP address.
 
-mod netns;
-
 use std::path::Path;
 use std::sync::Mutex;
 
-use netns::{Lab, NETNS_DIR};
+use qbd_netlab::{Lab, NETNS_DIR};
 
 fn exists(name: &str) -> bool {
     Path::new(NETNS_DIR).join(name).exists()
@@ -50,12 +48,12 @@ fn stale_namespaces_of_dead_processes_are_swept() {
     let dead = "qbdt-4194305-0";
     let own = format!("qbdt-{}-sweeptest", std::process::id());
     for name in [dead, &own] {
-        netns::ip(&["netns", "add", name]).expect("create namespace");
+        qbd_netlab::ip(&["netns", "add", name]).expect("create namespace");
     }
-    netns::sweep_stale();
+    qbd_netlab::sweep_stale();
     let (dead_gone, own_kept) = (!exists(dead), exists(&own));
-    let _ = netns::ip(&["netns", "del", &own]);
-    let _ = netns::ip(&["netns", "del", dead]);
+    let _ = qbd_netlab::ip(&["netns", "del", &own]);
+    let _ = qbd_netlab::ip(&["netns", "del", dead]);
     assert!(dead_gone, "namespace of a dead pid not swept");
     assert!(own_kept, "namespace of a live pid swept");
 }
