@@ -43,10 +43,32 @@ pub struct Args {
     #[arg(long = "dir", value_name = "PATH")]
     pub dirs: Vec<PathBuf>,
 
-    /// A qbd-node backend, reached over TCP; repeat for several. Mixes with
-    /// --dir in any order: backends are matched by their identity.
-    #[arg(long = "node", value_name = "HOST:PORT", value_parser = parse_node)]
+    /// A qbd-node backend; repeat for several. With --transport tcp:
+    /// HOST:PORT. With --transport l2: the node's MAC address, which pins
+    /// the set discovery may use. Mixes with --dir in any order: backends
+    /// are matched by their identity.
+    #[arg(long = "node", value_name = "HOST:PORT|MAC")]
     pub nodes: Vec<String>,
+
+    /// How the master reaches its nodes: tcp (--node HOST:PORT) or l2 (raw
+    /// Ethernet on --iface, no IP; nodes are discovered on the segment).
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: TransportKind,
+
+    /// With --transport l2: the interface on the nodes' Ethernet segment.
+    /// Needs CAP_NET_RAW.
+    #[arg(long, value_name = "IFACE", required_if_eq("transport", "l2"))]
+    pub iface: Option<String>,
+
+    /// With --transport l2: seconds to wait for the nodes the volume needs
+    /// (every pinned --node MAC, or as many as --redundancy has parts)
+    /// to answer discovery.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub discover_timeout: u64,
+
+    /// With --transport l2: EtherType of QBD-L2 frames (must match the nodes').
+    #[arg(long, value_name = "TYPE", default_value = "0x88B5", value_parser = parse_ethertype)]
+    pub ethertype: u16,
 
     /// The cluster key file the nodes use (64 hex characters, `qbd keygen`):
     /// it authenticates the sessions with them. Required with --node unless
@@ -83,6 +105,15 @@ pub struct Args {
     pub demo: bool,
 }
 
+/// How nodes are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// TCP, `--node HOST:PORT`.
+    Tcp,
+    /// Raw Ethernet (QBD-L2) on `--iface`.
+    L2,
+}
+
 /// The default of `--state`.
 pub const DEFAULT_STATE: &str = "/var/lib/qbd";
 
@@ -95,9 +126,29 @@ Examples:
   qbd-master --volume vm1 --size 20G --redundancy replicate:2 --dir /srv/a --dir /mnt/nfs/b
   qbd-master --volume vm2 --size 1T --redundancy replicate:3 --cluster-key /etc/qbd/cluster.key \\
       --node 10.0.0.5:7000 --node 10.0.0.6:7000 --dir /srv/a
+  qbd-master --volume vm3 --size 1T --redundancy replicate:3 --cluster-key /etc/qbd/cluster.key \\
+      --transport l2 --iface eth1
+With --transport l2, stderr gets one line per node found
+(qbd-master: l2: found node NAME backend=UUID mac=MAC mtu=N) and, at exit,
+one line of the link's counters (qbd-master: l2 stats frames_sent=N ...).
   nbdinfo nbd://127.0.0.1/vm1";
 
-fn parse_node(s: &str) -> Result<String, String> {
+/// `0x88B5` or decimal; at least 0x0600 (below is a length).
+fn parse_ethertype(s: &str) -> Result<u16, String> {
+    let t = s.trim();
+    let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => t.parse::<u16>(),
+    }
+    .map_err(|_| format!("{s:?} is not an EtherType (e.g. 0x88B5)"))?;
+    if v < 0x0600 {
+        return Err(format!("{s}: EtherTypes start at 0x0600"));
+    }
+    Ok(v)
+}
+
+/// Checks a `--node` value for TCP.
+pub fn parse_node(s: &str) -> Result<String, String> {
     match s.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_owned()),
         _ => Err(format!("{s:?} is not HOST:PORT")),

@@ -13,15 +13,16 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backend_node::NodeBackend;
-use crate::cli::Args;
+use crate::cli::{Args, TransportKind};
 use crate::device::BlockDevice;
 use crate::nbd::{ExportConfig, Listener, Server};
 use crate::volume::{OpenRequest, VolumeError, open_volume};
+use qbd_transport_l2::L2Link;
 
 /// Runs the master until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> Result<(), VolumeError> {
     let req = open_request(&args)?;
-    let backends = all_backends(&args).await?;
+    let (backends, link) = all_backends(&args).await?;
     let volume = Arc::new(open_volume(backends, &req).await?);
     let mut listeners = Vec::new();
     let tcp = TcpListener::bind(args.listen)
@@ -54,6 +55,9 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     let flushed = volume.flush_all().await;
     if let Some(path) = &args.socket {
         let _ = std::fs::remove_file(path);
+    }
+    if let Some(link) = &link {
+        eprintln!("{}", crate::l2::stats_line(&link.stats()));
     }
     served.map_err(|e| setup(format!("server failed: {e}")))?;
     flushed?;
@@ -102,16 +106,27 @@ fn open_request(args: &Args) -> Result<OpenRequest, VolumeError> {
     })
 }
 
-/// The --dir and --node backends (their order does not matter).
-async fn all_backends(args: &Args) -> Result<Vec<Arc<dyn Backend>>, VolumeError> {
-    if args.dirs.is_empty() && args.nodes.is_empty() {
+/// The --dir and node backends (their order does not matter), and the L2
+/// link the nodes are reached through, if any.
+async fn all_backends(
+    args: &Args,
+) -> Result<(Vec<Arc<dyn Backend>>, Option<Arc<L2Link>>), VolumeError> {
+    let l2 = args.transport == TransportKind::L2;
+    if args.dirs.is_empty() && args.nodes.is_empty() && !l2 {
         return Err(setup(
             "no backends: give at least one --dir PATH or --node HOST:PORT".into(),
         ));
     }
     let mut backends = dir_backends(args)?;
+    if l2 {
+        let key = cluster_key(args)?;
+        let me = format!("qbd-master {}", master_name());
+        let (link, nodes) = crate::l2::l2_backends(args, key, &me).await?;
+        backends.extend(nodes);
+        return Ok((backends, Some(link)));
+    }
     backends.extend(node_backends(args).await?);
-    Ok(backends)
+    Ok((backends, None))
 }
 
 /// Connects to every --node at once (handshake with the cluster key).
@@ -133,6 +148,7 @@ async fn connect_node(
     key: ClusterKey,
     me: &str,
 ) -> Result<Arc<dyn Backend>, VolumeError> {
+    crate::cli::parse_node(node).map_err(|e| setup(format!("--node: {e}")))?;
     let addr = tokio::net::lookup_host(node)
         .await
         .ok()

@@ -6,17 +6,27 @@ use std::path::PathBuf;
 use clap::Parser;
 
 /// Serves the part files of every volume under one backend root to QBD
-/// masters, over TCP, authenticated with the cluster key.
+/// masters, over TCP and/or raw Ethernet (no IP needed), authenticated with
+/// the cluster key.
 #[derive(Debug, Parser)]
-#[command(name = "qbd-node", version, about, long_about = None)]
+#[command(name = "qbd-node", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Args {
     /// The backend root (same layout as a master's --dir; created on first use).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
 
     /// TCP address to serve masters on (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub listen: SocketAddr,
+    #[arg(long, value_name = "ADDR:PORT", required_unless_present = "iface")]
+    pub listen: Option<SocketAddr>,
+
+    /// Serve masters over raw Ethernet (QBD-L2) on this interface; it
+    /// needs no IP address. Needs CAP_NET_RAW. Combines with --listen.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: Option<String>,
+
+    /// EtherType of QBD-L2 frames (must match the master's).
+    #[arg(long, value_name = "TYPE", default_value = "0x88B5", value_parser = parse_ethertype)]
+    pub ethertype: u16,
 
     /// File holding the cluster key: 64 hex characters (`qbd keygen`).
     #[arg(long, value_name = "FILE")]
@@ -34,4 +44,28 @@ pub struct Args {
     /// Seconds a client may take to send its handshake.
     #[arg(long, default_value_t = 10, value_name = "S")]
     pub handshake_timeout: u64,
+}
+
+const AFTER_HELP: &str = "\
+When ready, prints one line to stdout:
+  qbd-node: ready id=NAME backend=UUID [tcp=ADDR] [l2=IFACE mac=MAC mtu=N]
+SIGTERM or SIGINT: finishes in-flight requests, syncs, prints one line of
+counters to stderr (qbd-node: stats requests=N bad_mac=N ...), exits 0.
+
+Examples:
+  qbd-node --data /srv/qbd --listen 0.0.0.0:7000 --cluster-key /etc/qbd/cluster.key
+  qbd-node --data /srv/qbd --iface eth1 --cluster-key /etc/qbd/cluster.key";
+
+/// `0x88B5`, `88b5` or decimal; at least 0x0600 (below is a length).
+pub fn parse_ethertype(s: &str) -> Result<u16, String> {
+    let t = s.trim();
+    let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => t.parse::<u16>(),
+    }
+    .map_err(|_| format!("{s:?} is not an EtherType (e.g. 0x88B5)"))?;
+    if v < 0x0600 {
+        return Err(format!("{s}: EtherTypes start at 0x0600"));
+    }
+    Ok(v)
 }

@@ -8,6 +8,8 @@
 //!   sockets: tested by calling it directly.
 //! - [`serve`]: the TCP accept loop and graceful shutdown; `conn`: one
 //!   connection (handshake, frame reader, batching writer).
+//! - [`l2`]: the node as a service of the raw-Ethernet server
+//!   (`qbd_transport_l2::serve`).
 //! - [`stats`]: counters of refused frames and handshakes.
 //! - [`cli`], [`run`]: the daemon's flags and wiring (`main.rs` is thin).
 
@@ -15,6 +17,7 @@ pub mod cli;
 mod conn;
 mod dispatch;
 pub mod error;
+pub mod l2;
 pub mod node;
 pub mod run;
 pub mod serve;

@@ -1,4 +1,4 @@
-//! Wiring: flags → key, root → node → TCP server, until a signal.
+//! Wiring: flags → key, root → node → TCP and/or L2 server, until a signal.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -11,18 +11,25 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::Args;
 use crate::conn::ConnConfig;
 use crate::error::NodeError;
+use crate::l2::NodeService;
 use crate::node::Node;
 use crate::serve::serve_with;
+use qbd_transport_l2::serve::{L2Server, ServeOptions};
 
 /// Runs the node until SIGTERM/SIGINT, then syncs every open volume.
 pub async fn run(args: Args) -> Result<(), NodeError> {
     let key = cluster_key(&args)?;
     let name = args.id.clone().unwrap_or_else(host_name);
     let node = Arc::new(Node::open(&args.data, name)?);
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| setup(format!("cannot listen on {}: {e}", args.listen)))?;
-    let addr = listener.local_addr().map_err(|e| setup(e.to_string()))?;
+    let listener = match args.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| setup(format!("cannot listen on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let l2 = start_l2(&args, &node, &key)?;
     let cfg = ConnConfig {
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         ..ConnConfig::default()
@@ -30,15 +37,80 @@ pub async fn run(args: Args) -> Result<(), NodeError> {
     // Handlers go in before the ready line: a SIGTERM right after it must
     // stop us gracefully, not kill us.
     let shutdown = shutdown_signal()?;
-    announce(&format!(
-        "qbd-node: ready id={} backend={} tcp={addr}",
-        node.name(),
-        node.id().0
-    ));
-    serve_with(Arc::clone(&node), listener, key, cfg, shutdown).await;
+    let mut ready = format!("qbd-node: ready id={} backend={}", node.name(), node.id().0);
+    if let Some(l) = &listener {
+        let addr = l.local_addr().map_err(|e| setup(e.to_string()))?;
+        ready.push_str(&format!(" tcp={addr}"));
+    }
+    if let Some(s) = &l2 {
+        ready.push_str(&format!(
+            " l2={} mac={} mtu={}",
+            s.iface(),
+            s.mac(),
+            s.mtu()
+        ));
+    }
+    announce(&ready);
+    match listener {
+        Some(l) => serve_with(Arc::clone(&node), l, key, cfg, shutdown).await,
+        None => shutdown.await,
+    }
+    if let Some(s) = &l2 {
+        s.stop();
+    }
     node.sync_all().await?;
+    eprintln!("{}", stats_line(&node, l2.as_ref()));
     eprintln!("qbd-node: stopped cleanly");
     Ok(())
+}
+
+/// Starts the raw-Ethernet server if `--iface` asks for one.
+fn start_l2(
+    args: &Args,
+    node: &Arc<Node>,
+    key: &ClusterKey,
+) -> Result<Option<L2Server>, NodeError> {
+    let Some(iface) = &args.iface else {
+        return Ok(None);
+    };
+    let mut opts = ServeOptions::new(iface);
+    opts.engine.ethertype = args.ethertype;
+    let service = Arc::new(NodeService(Arc::clone(node)));
+    L2Server::start(
+        opts,
+        key.clone(),
+        service,
+        tokio::runtime::Handle::current(),
+    )
+    .map(Some)
+    .map_err(|e| {
+        setup(format!(
+            "cannot serve QBD-L2 on {iface}: {e} (needs CAP_NET_RAW)"
+        ))
+    })
+}
+
+/// One line of counters, `key=value` separated by spaces.
+fn stats_line(node: &Node, l2: Option<&L2Server>) -> String {
+    let s = node.stats().snapshot();
+    let mut line = format!(
+        "qbd-node: stats requests={} bad_mac={} replay={} malformed={} handshake_failed={} connections={}",
+        s.requests, s.bad_mac, s.replay, s.malformed, s.handshake_failed, s.connections
+    );
+    if let Some(l2) = l2 {
+        let l = l2.stats();
+        line.push_str(&format!(
+            " l2_malformed={} l2_foreign={} l2_dropped={} l2_duplicates={} l2_retransmissions={} l2_sessions={} l2_evicted={}",
+            l.engine.malformed + l.malformed,
+            l.engine.foreign,
+            l.dropped,
+            l.engine.duplicates,
+            l.engine.retransmissions,
+            l.sessions,
+            l.evicted
+        ));
+    }
+    line
 }
 
 fn setup(msg: String) -> NodeError {

@@ -14,3 +14,10 @@
 
 pub mod af_packet;
 pub mod engine;
+pub mod epoch;
+pub mod link;
+pub mod probe;
+pub mod serve;
+
+pub use link::{Found, L2Link, L2Transport, LinkOptions, LinkStats};
+pub use serve::{L2Server, ServeOptions, Service};

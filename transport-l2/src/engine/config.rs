@@ -105,3 +105,18 @@ pub struct Stats {
     /// Messages that failed or responses given up on.
     pub expired: u64,
 }
+
+impl Stats {
+    /// Adds `other`'s counts to these (summing sessions).
+    pub fn absorb(&mut self, other: &Stats) {
+        self.frames_sent += other.frames_sent;
+        self.frames_received += other.frames_received;
+        self.malformed += other.malformed;
+        self.foreign += other.foreign;
+        self.duplicates += other.duplicates;
+        self.retransmissions += other.retransmissions;
+        self.retransmitted_frames += other.retransmitted_frames;
+        self.resets += other.resets;
+        self.expired += other.expired;
+    }
+}

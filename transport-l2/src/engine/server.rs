@@ -89,6 +89,11 @@ impl Server {
         }
     }
 
+    /// The configuration this session runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Takes one received frame (any bytes).
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) {
         let Ok(frame) = Frame::decode(bytes) else {

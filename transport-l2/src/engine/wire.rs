@@ -48,6 +48,36 @@ impl Mac {
     pub const BROADCAST: Mac = Mac([0xff; 6]);
 }
 
+impl std::fmt::Display for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+
+    /// `aa:bb:cc:dd:ee:ff` (or with `-`), case-insensitive.
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let bad = || format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
+        let mut m = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for b in &mut m {
+            let p = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Mac(m))
+    }
+}
+
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameType {

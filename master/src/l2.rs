@@ -1,0 +1,177 @@
+//! Nodes over raw Ethernet (`--transport l2 --iface IFACE`): discovery on
+//! the segment, then one [`L2Transport`] per node as a [`NodeBackend`].
+//!
+//! Discovery waits (up to `--discover-timeout`) for every pinned `--node
+//! MAC`, or else for as many nodes as `--redundancy` has parts; without
+//! either (an existing volume) it takes what answers until answers stop
+//! for a moment. Which node holds which part is decided by the backend
+//! identities the handshakes prove, never by the order of discovery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qbd_core::backend::Backend;
+use qbd_core::proto::ClusterKey;
+use qbd_core::redundancy::Redundancy;
+use qbd_transport_l2::engine::Mac;
+use qbd_transport_l2::{Found, L2Link, LinkOptions, LinkStats};
+
+use crate::backend_node::NodeBackend;
+use crate::cli::Args;
+use crate::volume::VolumeError;
+
+/// When the volume's width is unknown: stop once no new node answered for
+/// this long.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// The link and the nodes found on it.
+pub async fn l2_backends(
+    args: &Args,
+    key: ClusterKey,
+    me: &str,
+) -> Result<(Arc<L2Link>, Vec<Arc<dyn Backend>>), VolumeError> {
+    let iface = args
+        .iface
+        .as_deref()
+        .ok_or_else(|| setup("--transport l2 needs --iface IFACE".into()))?;
+    let pinned = pinned_macs(&args.nodes)?;
+    let mut opts = LinkOptions::new(iface);
+    opts.engine.ethertype = args.ethertype;
+    let link = L2Link::open(opts).map_err(|e| {
+        setup(format!(
+            "cannot open QBD-L2 on {iface}: {e} (needs CAP_NET_RAW)"
+        ))
+    })?;
+    let want = wanted(args, &pinned)?;
+    let wait = Duration::from_secs(args.discover_timeout);
+    eprintln!(
+        "qbd-master: l2: discovering nodes on {iface} (mac {}, mtu {}), waiting up to {} s for {}",
+        link.mac(),
+        link.mtu(),
+        wait.as_secs(),
+        match want {
+            Some(n) => format!("{n}"),
+            None => "any".into(),
+        }
+    );
+    let settle = if want.is_none() { Some(SETTLE) } else { None };
+    let found = link
+        .discover(&pinned, want.unwrap_or(usize::MAX), wait, settle)
+        .await;
+    check_found(&found, &pinned, want, iface)?;
+    let connects = found.iter().map(|f| connect(&link, f, key.clone(), me));
+    let backends = futures_util::future::join_all(connects)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((link, backends))
+}
+
+/// One line of the link's counters, `key=value` separated by spaces.
+pub fn stats_line(s: &LinkStats) -> String {
+    let e = &s.engine;
+    format!(
+        "qbd-master: l2 stats frames_sent={} frames_received={} retransmissions={} \
+         retransmitted_frames={} malformed={} foreign={} duplicates={} resets={} expired={} \
+         tx_dropped={} rx_errors={}",
+        e.frames_sent,
+        e.frames_received,
+        e.retransmissions,
+        e.retransmitted_frames,
+        e.malformed,
+        e.foreign,
+        e.duplicates,
+        e.resets,
+        e.expired,
+        s.poller.tx_dropped,
+        s.poller.rx_errors
+    )
+}
+
+async fn connect(
+    link: &Arc<L2Link>,
+    f: &Found,
+    key: ClusterKey,
+    me: &str,
+) -> Result<Arc<dyn Backend>, VolumeError> {
+    let t = link
+        .connect(f, key, me)
+        .await
+        .map_err(|e| setup(format!("node {} ({}) at {}: {e}", f.name, f.backend, f.mac)))?;
+    eprintln!(
+        "qbd-master: l2: found node {} backend={} mac={} mtu={}",
+        f.name,
+        f.backend,
+        f.mac,
+        t.mtu()
+    );
+    let node = t.node();
+    Ok(Arc::new(NodeBackend::new(t, node)))
+}
+
+fn pinned_macs(nodes: &[String]) -> Result<Vec<Mac>, VolumeError> {
+    nodes
+        .iter()
+        .map(|n| {
+            n.parse::<Mac>()
+                .map_err(|e| setup(format!("--node {n}: with --transport l2, {e}")))
+        })
+        .collect()
+}
+
+/// How many nodes to wait for: every pinned one, or the redundancy's width.
+fn wanted(args: &Args, pinned: &[Mac]) -> Result<Option<usize>, VolumeError> {
+    if !pinned.is_empty() {
+        return Ok(Some(pinned.len()));
+    }
+    let Some(r) = args.redundancy.as_deref() else {
+        return Ok(None);
+    };
+    let r: Redundancy = r.parse()?;
+    Ok(Some(r.parts().saturating_sub(args.dirs.len()).max(1)))
+}
+
+fn check_found(
+    found: &[Found],
+    pinned: &[Mac],
+    want: Option<usize>,
+    iface: &str,
+) -> Result<(), VolumeError> {
+    let missing: Vec<String> = pinned
+        .iter()
+        .filter(|m| !found.iter().any(|f| f.mac == **m))
+        .map(Mac::to_string)
+        .collect();
+    let list = || {
+        let names: Vec<String> = found
+            .iter()
+            .map(|f| format!("{} ({}, {})", f.mac, f.name, f.backend))
+            .collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    if !missing.is_empty() {
+        return Err(setup(format!(
+            "--node {} did not answer discovery on {iface}; found: {}",
+            missing.join(", "),
+            list()
+        )));
+    }
+    if found.len() < want.unwrap_or(1) {
+        return Err(setup(format!(
+            "found {} of the {} nodes the volume needs on {iface}: {} \
+             (are the nodes running with --iface on this segment and the same --ethertype?)",
+            found.len(),
+            want.unwrap_or(1),
+            list()
+        )));
+    }
+    Ok(())
+}
+
+fn setup(msg: String) -> VolumeError {
+    VolumeError::Setup(msg)
+}

@@ -1,0 +1,181 @@
+//! The master link's poller-thread side: routes received frames to the
+//! [`Peer`] of their source MAC (probes to whoever listens for them), runs
+//! the commands tokio tasks queued, and drives every peer's timers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::peer::{HelloReply, Job, Peer};
+use crate::af_packet::{FrameBatch, Handler};
+use crate::engine::wire::{FrameType, HEADER_LEN};
+use crate::engine::{Mac, Stats};
+use crate::probe::{self, Probe};
+
+/// What tokio tasks ask of the poller thread.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    /// Add (or replace) a peer and start its handshake.
+    Connect {
+        peer: Box<Peer>,
+        tx: oneshot::Sender<HelloReply>,
+    },
+    /// Send requests to a peer.
+    Submit { mac: Mac, jobs: Vec<Job> },
+    /// Forget a peer (its transport was dropped).
+    Disconnect { mac: Mac },
+    /// Deliver every probe received from now on to `tx`.
+    Listen(mpsc::UnboundedSender<(Mac, Probe)>),
+}
+
+/// State shared between tokio tasks and the poller thread.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) cmds: Mutex<Vec<Cmd>>,
+    /// Set after every push to `cmds`: the spinning thread reads this
+    /// flag, not the mutex.
+    pub(crate) pending: AtomicBool,
+    /// Engine counters of every peer, published every few milliseconds.
+    pub(crate) stats: Mutex<Stats>,
+}
+
+/// How often the counters are published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(5);
+
+/// The handler of the master link's poller.
+#[derive(Debug)]
+pub(crate) struct LinkHandler {
+    shared: Arc<Shared>,
+    peers: HashMap<Mac, Peer>,
+    listeners: Vec<mpsc::UnboundedSender<(Mac, Probe)>>,
+    /// Counters of peers that were removed.
+    retired: Stats,
+    cmds: Vec<Cmd>,
+    published: Instant,
+    /// Counters changed since they were last published.
+    dirty: bool,
+}
+
+impl LinkHandler {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        LinkHandler {
+            shared,
+            peers: HashMap::new(),
+            listeners: Vec::new(),
+            retired: Stats::default(),
+            cmds: Vec::new(),
+            published: Instant::now(),
+            dirty: false,
+        }
+    }
+
+    fn run_commands(&mut self, now: Instant, out: &mut FrameBatch) {
+        if !self.shared.pending.load(Ordering::SeqCst) {
+            return;
+        }
+        self.shared.pending.store(false, Ordering::SeqCst);
+        self.dirty = true;
+        std::mem::swap(&mut self.cmds, &mut *lock(&self.shared.cmds));
+        let cmds = std::mem::take(&mut self.cmds);
+        for cmd in cmds {
+            match cmd {
+                Cmd::Connect { mut peer, tx } => {
+                    peer.connect(now, tx);
+                    let mac = peer.mac();
+                    if let Some(mut old) = self.peers.insert(mac, *peer) {
+                        old.close("replaced by a new connection to the node");
+                        self.retired.absorb(&old.stats());
+                    }
+                }
+                Cmd::Submit { mac, jobs } => match self.peers.get_mut(&mac) {
+                    Some(peer) => peer.submit(now, jobs, out),
+                    None => {
+                        for job in jobs {
+                            let why = format!("no session with node {mac}");
+                            let _ = job
+                                .tx
+                                .send(Err(qbd_core::transport::TransportError::Disconnected(why)));
+                        }
+                    }
+                },
+                Cmd::Disconnect { mac } => {
+                    if let Some(mut old) = self.peers.remove(&mac) {
+                        old.close("transport closed");
+                        self.retired.absorb(&old.stats());
+                    }
+                }
+                Cmd::Listen(tx) => self.listeners.push(tx),
+            }
+        }
+    }
+
+    /// Publishes the counters if they changed, at most every
+    /// [`PUBLISH_EVERY`]; returns when to publish next, if pending.
+    fn publish(&mut self, now: Instant) -> Option<Instant> {
+        if !self.dirty {
+            return None;
+        }
+        if now.duration_since(self.published) < PUBLISH_EVERY {
+            return Some(self.published + PUBLISH_EVERY);
+        }
+        self.published = now;
+        self.dirty = false;
+        let mut total = self.retired.clone();
+        for p in self.peers.values() {
+            total.absorb(&p.stats());
+        }
+        *lock(&self.shared.stats) = total;
+        None
+    }
+}
+
+impl Handler for LinkHandler {
+    fn on_frame(&mut self, frame: &[u8], out: &mut FrameBatch) {
+        let Some(h) = frame.get(..HEADER_LEN) else {
+            return;
+        };
+        if FrameType::from_byte(h[15]) == FrameType::Probe {
+            if let Some((header, p)) = probe::parse(frame) {
+                self.listeners
+                    .retain(|tx| tx.send((header.src, p.clone())).is_ok());
+            }
+            return;
+        }
+        let Some((src, _)) = crate::engine::wire::session_of(frame) else {
+            return;
+        };
+        if let Some(peer) = self.peers.get_mut(&src) {
+            peer.handle_frame(Instant::now(), frame, out);
+            self.dirty = true;
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut FrameBatch) -> Option<Instant> {
+        self.run_commands(now, out);
+        let mut next: Option<Instant> = None;
+        for peer in self.peers.values_mut() {
+            if let Some(t) = peer.tick(now, out) {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        match self.publish(now) {
+            Some(p) => Some(next.map_or(p, |n| n.min(p))),
+            None => next,
+        }
+    }
+}
+
+impl Drop for LinkHandler {
+    fn drop(&mut self) {
+        for peer in self.peers.values_mut() {
+            peer.close("the L2 link stopped");
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

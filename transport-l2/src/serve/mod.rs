@@ -1,0 +1,217 @@
+//! The node's side of QBD-L2 on one interface: [`L2Server`] answers
+//! discovery and MTU probes, keeps one engine [`crate::engine::Server`] per
+//! master session, authenticates every message with the node protocol and
+//! hands requests to a [`Service`] (the node's dispatcher).
+//!
+//! - Sessions are keyed by (master MAC, client epoch). A higher client
+//!   epoch from a MAC replaces that MAC's older sessions; frames of a
+//!   lower one are stale and dropped. Sessions idle for
+//!   [`ServeOptions::idle`] are forgotten; at most
+//!   [`ServeOptions::max_sessions`] exist (the least recently heard one
+//!   is evicted), so forged frames cannot grow memory without bound.
+//! - Message 1 of a session is the node-protocol `ClientHello`; the
+//!   answer is the `ServerHello`, or an empty message if the hello does
+//!   not verify (counted as a failed handshake: the master reports a
+//!   wrong cluster key at once instead of timing out).
+//! - Later messages are sealed requests. One that fails `Opener::open`
+//!   (bad MAC, replayed sequence number, garbage) is rejected at the
+//!   engine — not acknowledged, forgotten — so the master's
+//!   retransmission of the genuine bytes still gets through; it is
+//!   counted through [`Service::rejected`].
+//! - A quick request ([`Service::inline`]: pings, reads) is polled once
+//!   inline on the polling thread (inside the tokio runtime's context) and
+//!   usually finishes there, with no thread hop. Other requests (writes,
+//!   syncs: they may block on a disk), and quick ones that were not ready,
+//!   run in tokio tasks whose answers come back through a queue and the
+//!   poller's doorbell.
+
+mod handler;
+mod session;
+
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use qbd_core::backend::BoxFut;
+use qbd_core::proto::msg::{Request, Response};
+use qbd_core::proto::session::NodeHello;
+use qbd_core::proto::{ClusterKey, ProtoError};
+
+use self::handler::ServeHandler;
+use crate::af_packet::{PacketSocket, Poller, PollerConfig, PollerStats};
+use crate::engine::{Config, Mac, Stats};
+use crate::epoch::fresh_epoch;
+
+/// What the node plugs into an [`L2Server`].
+pub trait Service: Send + Sync + 'static {
+    /// The identity the handshake presents.
+    fn hello(&self) -> NodeHello;
+    /// Runs one authenticated request.
+    fn call(&self, req: Request) -> BoxFut<'static, Response>;
+    /// Whether `req` may be tried inline on the polling thread first: only
+    /// requests that normally finish in microseconds (the thread must not
+    /// block on a disk while frames queue up). Default: pings and reads.
+    fn inline(&self, req: &Request) -> bool {
+        matches!(req, Request::Ping | Request::Read { .. })
+    }
+    /// A message of an established session failed to authenticate or
+    /// decode (count it).
+    fn rejected(&self, peer: Mac, why: &ProtoError);
+    /// A handshake failed (count it, log it).
+    fn handshake_failed(&self, peer: Mac, why: &str);
+}
+
+/// How to run an [`L2Server`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The interface (in the calling thread's network namespace).
+    pub iface: String,
+    /// Engine parameters of every session (the epoch is chosen at start;
+    /// the MTU per session).
+    pub engine: Config,
+    /// The polling thread's parameters.
+    pub poller: PollerConfig,
+    /// Most sessions kept at once.
+    pub max_sessions: usize,
+    /// A session without frames for this long (and nothing executing) is
+    /// forgotten.
+    pub idle: Duration,
+}
+
+impl ServeOptions {
+    /// Defaults for `iface`.
+    pub fn new(iface: &str) -> Self {
+        ServeOptions {
+            iface: iface.to_owned(),
+            engine: Config::default(),
+            poller: PollerConfig {
+                name: "qbd-l2-node".into(),
+                ..PollerConfig::default()
+            },
+            max_sessions: 256,
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters of an [`L2Server`].
+#[derive(Debug, Clone, Default)]
+pub struct ServeStats {
+    /// Every engine session's counters, summed (sessions since start).
+    pub engine: Stats,
+    /// Frames of the QBD EtherType that do not decode as QBD-L2 frames.
+    pub malformed: u64,
+    /// Frames that decode but belong to no session: a stale client
+    /// epoch, a broadcast source, a non-request opening a session.
+    pub dropped: u64,
+    /// Sessions now.
+    pub sessions: usize,
+    /// Sessions evicted because `max_sessions` were in use.
+    pub evicted: u64,
+    /// The polling thread's and socket's counters.
+    pub poller: PollerStats,
+}
+
+/// A running L2 server. Dropping it stops the polling thread.
+#[derive(Debug)]
+pub struct L2Server {
+    poller: Mutex<Option<Poller<ServeHandler>>>,
+    stats: Arc<Mutex<ServeStats>>,
+    iface: String,
+    mac: Mac,
+    mtu: usize,
+    epoch: u32,
+}
+
+impl L2Server {
+    /// Opens the socket on `opts.iface` and starts serving; requests that
+    /// do not finish inline run on `runtime`.
+    pub fn start(
+        opts: ServeOptions,
+        key: ClusterKey,
+        service: Arc<dyn Service>,
+        runtime: tokio::runtime::Handle,
+    ) -> io::Result<L2Server> {
+        let socket = PacketSocket::open(&opts.iface, opts.engine.ethertype)?;
+        let mac = Mac(socket.mac());
+        let mtu = socket.mtu();
+        let epoch = fresh_epoch();
+        let engine = Config {
+            epoch,
+            ..opts.engine.clone()
+        };
+        let stats = Arc::new(Mutex::new(ServeStats::default()));
+        let doorbell = Arc::new(OnceLock::new());
+        let handler = ServeHandler::new(handler::Setup {
+            key,
+            service,
+            runtime,
+            engine,
+            local: mac,
+            iface_mtu: mtu,
+            max_sessions: opts.max_sessions.max(1),
+            idle: opts.idle,
+            stats: Arc::clone(&stats),
+            doorbell: Arc::clone(&doorbell),
+        });
+        let poller = Poller::spawn(socket, handler, opts.poller.clone())?;
+        let _ = doorbell.set(poller.sender());
+        Ok(L2Server {
+            poller: Mutex::new(Some(poller)),
+            stats,
+            iface: opts.iface,
+            mac,
+            mtu,
+            epoch,
+        })
+    }
+
+    /// The interface.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// This node's MAC address on it.
+    pub fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    /// The interface MTU.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// This incarnation's epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Counters so far (they lag by a few milliseconds).
+    pub fn stats(&self) -> ServeStats {
+        let mut s = lock(&self.stats).clone();
+        if let Some(p) = lock(&self.poller).as_ref() {
+            s.poller = p.stats();
+        }
+        s
+    }
+
+    /// Stops the polling thread (answers still executing are dropped).
+    pub fn stop(&self) {
+        let stopped = lock(&self.poller).take().map(Poller::stop);
+        if let Some(Ok(s)) = stopped {
+            let mut stats = lock(&self.stats);
+            stats.poller = s.stats;
+            s.handler.publish_into(&mut stats);
+        }
+    }
+}
+
+impl Drop for L2Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
