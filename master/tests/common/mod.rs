@@ -6,7 +6,10 @@
 //!   running them with a time bound;
 //! - [`raw`]: a hand-rolled NBD client over `TcpStream`, for bytes real clients never send;
 //! - [`data`]: seeded test data and byte comparison that names the first difference;
-//! - [`nodes`]: `qbd-node` daemons, cluster keys and clusters, for masters over `--node`.
+//! - [`nodes`]: `qbd-node` daemons, cluster keys and clusters, for masters over `--node`;
+//! - [`l2`]: a switched Ethernet segment of network namespaces with `qbd-node`s serving over raw
+//!   Ethernet, for masters with `--transport l2`;
+//! - [`attacker`]: a host on that segment that speaks QBD-L2 by hand and injects untrusted frames.
 //!
 //! Every wait here is bounded: a hung server fails the test with its stderr attached instead of
 //! hanging the suite.
@@ -17,7 +20,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod attacker;
 pub mod data;
+pub mod l2;
 mod nbdkit;
 pub mod nodes;
 pub mod raw;
@@ -240,8 +245,16 @@ impl Master {
         if nbdkit::selected() {
             return nbdkit::start(args);
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qbd-master"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbd-master"));
+        cmd.args(args);
+        Master::try_start_command(cmd)
+    }
+
+    /// Starts a server through `cmd` (the binary with its arguments, possibly wrapped, e.g. in
+    /// `ip netns exec NS`; the wrapper must exec the binary so that signals reach it) and waits
+    /// (bounded) for its ready line.
+    pub fn try_start_command(mut cmd: Command) -> Result<Master, StartFailure> {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -171,3 +171,37 @@ fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     });
     rx
 }
+
+/// `fio` (a command, possibly wrapped, e.g. in `ip netns exec`) with its nbd engine on `uri`:
+/// 4 KiB random writes at queue depth 16 over 64 MiB, each block checked with crc32c afterwards
+/// (as in `clients.rs` and `nodes_e2e.rs`), plus `extra`.
+pub fn fio_randwrite_verify(mut fio: Command, uri: &str, extra: &[&str]) -> Command {
+    fio.args([
+        "--name=v",
+        "--ioengine=nbd",
+        &format!("--uri={uri}"),
+        "--rw=randwrite",
+        "--bs=4k",
+        "--iodepth=16",
+        "--size=64M",
+        "--verify=crc32c",
+        "--do_verify=1",
+        "--verify_fatal=1",
+        "--verify_state_save=0", // no state file left in the working directory
+    ]);
+    fio.args(extra);
+    fio
+}
+
+/// Panics unless fio exited 0 with no error and no verify failure.
+pub fn assert_fio_passed(out: &Outcome) {
+    out.assert_success();
+    assert!(
+        out.stdout.contains("err= 0"),
+        "fio reported an error: {out}"
+    );
+    assert!(
+        !out.stderr.contains("verify"),
+        "fio reported verify failures: {out}"
+    );
+}
