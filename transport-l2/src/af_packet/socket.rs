@@ -46,7 +46,7 @@ impl Default for SocketConfig {
         Self {
             batch: MAX_BATCH,
             slot_size: 9216,
-            recv_buffer: 4 << 20,
+            recv_buffer: 16 << 20,
             send_buffer: 4 << 20,
         }
     }

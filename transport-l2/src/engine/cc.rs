@@ -79,9 +79,9 @@ pub(crate) struct Aimd {
 impl Aimd {
     pub(crate) fn new(cfg: &Config) -> Self {
         Aimd {
-            cwnd: cfg.initial_cwnd.clamp(cfg.min_cwnd, cfg.max_cwnd),
+            cwnd: cfg.initial_cwnd.clamp(cfg.min_cwnd, cfg.cwnd_ceiling()),
             min: cfg.min_cwnd,
-            max: cfg.max_cwnd,
+            max: cfg.cwnd_ceiling(),
             acked: 0,
             recovery_start: None,
         }

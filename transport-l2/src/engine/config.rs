@@ -32,6 +32,10 @@ pub struct Config {
     pub min_cwnd: u32,
     /// Largest congestion window, in frames.
     pub max_cwnd: u32,
+    /// Largest congestion window in payload bytes (caps `max_cwnd` at
+    /// large MTUs): what the peer's socket buffer holds with room to spare,
+    /// so a clean link never drops frames there.
+    pub max_window_bytes: usize,
     /// Most unfinished messages on the wire (≤ 64, the replay window).
     pub max_in_flight: u32,
     /// Client: messages it may send before the node advertised credits.
@@ -57,6 +61,7 @@ impl Default for Config {
             initial_cwnd: 64,
             min_cwnd: 4,
             max_cwnd: 1024,
+            max_window_bytes: 4 << 20,
             max_in_flight: 64,
             initial_credit: 16,
             max_pending: 64,
@@ -76,6 +81,13 @@ impl Config {
     /// The buffer size `poll_transmit` needs (MTU plus Ethernet header).
     pub fn frame_capacity(&self) -> usize {
         self.mtu.max(L2_HEADER_LEN + 4) + ETH_HEADER_LEN
+    }
+
+    /// The congestion window's ceiling in frames at this MTU.
+    pub fn cwnd_ceiling(&self) -> u32 {
+        let by_bytes = self.max_window_bytes / self.max_payload().max(1);
+        let by_bytes = u32::try_from(by_bytes).unwrap_or(u32::MAX);
+        self.max_cwnd.min(by_bytes).max(self.min_cwnd)
     }
 
     pub(crate) fn in_flight_limit(&self) -> u64 {
