@@ -18,15 +18,17 @@ use crate::probe::{self, Probe};
 /// What tokio tasks ask of the poller thread.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    /// Add (or replace) a peer and start its handshake.
+    /// Add a peer (one per transport: several may reach one node) and
+    /// start its handshake.
     Connect {
+        token: u64,
         peer: Box<Peer>,
         tx: oneshot::Sender<HelloReply>,
     },
     /// Send requests to a peer.
-    Submit { mac: Mac, jobs: Vec<Job> },
+    Submit { token: u64, jobs: Vec<Job> },
     /// Forget a peer (its transport was dropped).
-    Disconnect { mac: Mac },
+    Disconnect { token: u64 },
     /// Deliver every probe received from now on to `tx`.
     Listen(mpsc::UnboundedSender<(Mac, Probe)>),
 }
@@ -49,7 +51,11 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(5);
 #[derive(Debug)]
 pub(crate) struct LinkHandler {
     shared: Arc<Shared>,
-    peers: HashMap<Mac, Peer>,
+    /// Peers by transport token.
+    peers: HashMap<u64, Peer>,
+    /// Frames from a node carry the client epoch of their engine session:
+    /// (node MAC, client epoch) → token.
+    routes: HashMap<(Mac, u32), u64>,
     listeners: Vec<mpsc::UnboundedSender<(Mac, Probe)>>,
     /// Counters of peers that were removed.
     retired: Stats,
@@ -64,6 +70,7 @@ impl LinkHandler {
         LinkHandler {
             shared,
             peers: HashMap::new(),
+            routes: HashMap::new(),
             listeners: Vec::new(),
             retired: Stats::default(),
             cmds: Vec::new(),
@@ -82,33 +89,51 @@ impl LinkHandler {
         let cmds = std::mem::take(&mut self.cmds);
         for cmd in cmds {
             match cmd {
-                Cmd::Connect { mut peer, tx } => {
+                Cmd::Connect {
+                    token,
+                    mut peer,
+                    tx,
+                } => {
                     peer.connect(now, tx);
-                    let mac = peer.mac();
-                    if let Some(mut old) = self.peers.insert(mac, *peer) {
-                        old.close("replaced by a new connection to the node");
-                        self.retired.absorb(&old.stats());
-                    }
+                    self.peers.insert(token, *peer);
+                    self.reroute(token);
                 }
-                Cmd::Submit { mac, jobs } => match self.peers.get_mut(&mac) {
-                    Some(peer) => peer.submit(now, jobs, out),
+                Cmd::Submit { token, jobs } => match self.peers.get_mut(&token) {
+                    Some(peer) => {
+                        peer.submit(now, jobs, out);
+                        self.reroute(token);
+                    }
                     None => {
                         for job in jobs {
-                            let why = format!("no session with node {mac}");
+                            let why = "the node's session is closed".to_owned();
                             let _ = job
                                 .tx
                                 .send(Err(qbd_core::transport::TransportError::Disconnected(why)));
                         }
                     }
                 },
-                Cmd::Disconnect { mac } => {
-                    if let Some(mut old) = self.peers.remove(&mac) {
+                Cmd::Disconnect { token } => {
+                    if let Some(mut old) = self.peers.remove(&token) {
                         old.close("transport closed");
                         self.retired.absorb(&old.stats());
                     }
+                    self.routes.retain(|_, t| *t != token);
                 }
                 Cmd::Listen(tx) => self.listeners.push(tx),
             }
+        }
+    }
+
+    /// Points the route of `token`'s current engine session at it (a new
+    /// session starts with every handshake), dropping its older routes.
+    fn reroute(&mut self, token: u64) {
+        let Some(peer) = self.peers.get(&token) else {
+            return;
+        };
+        let key = (peer.mac(), peer.epoch());
+        if self.routes.get(&key) != Some(&token) {
+            self.routes.retain(|_, t| *t != token);
+            self.routes.insert(key, token);
         }
     }
 
@@ -144,22 +169,34 @@ impl Handler for LinkHandler {
             }
             return;
         }
-        let Some((src, _)) = crate::engine::wire::session_of(frame) else {
+        let Some(key) = crate::engine::wire::session_of(frame) else {
             return;
         };
-        if let Some(peer) = self.peers.get_mut(&src) {
+        let Some(&token) = self.routes.get(&key) else {
+            return;
+        };
+        if let Some(peer) = self.peers.get_mut(&token) {
             peer.handle_frame(Instant::now(), frame, out);
             self.dirty = true;
+            self.reroute(token);
         }
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut FrameBatch) -> Option<Instant> {
         self.run_commands(now, out);
         let mut next: Option<Instant> = None;
-        for peer in self.peers.values_mut() {
+        let mut moved = Vec::new();
+        for (&token, peer) in &mut self.peers {
+            let epoch = peer.epoch();
             if let Some(t) = peer.tick(now, out) {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
+            if peer.epoch() != epoch {
+                moved.push(token);
+            }
+        }
+        for token in moved {
+            self.reroute(token);
         }
         match self.publish(now) {
             Some(p) => Some(next.map_or(p, |n| n.min(p))),

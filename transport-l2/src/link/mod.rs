@@ -23,7 +23,7 @@ mod transport;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use qbd_core::proto::ClusterKey;
@@ -101,6 +101,7 @@ pub struct L2Link {
     mac: Mac,
     mtu: usize,
     engine: Config,
+    next_token: AtomicU64,
 }
 
 /// Tries of the jumbo probe, and how long each waits for its pong.
@@ -126,6 +127,7 @@ impl L2Link {
             mac,
             mtu,
             engine: opts.engine,
+            next_token: AtomicU64::new(1),
         }))
     }
 
@@ -291,29 +293,33 @@ impl L2Link {
         };
         let peer = Peer::new(cfg, self.mac, found.mac, key, name.to_owned());
         let (tx, rx) = oneshot::channel();
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         self.command(Cmd::Connect {
+            token,
             peer: Box::new(peer),
             tx,
         });
         let limit = self.engine.deadline + Duration::from_secs(1);
-        let hello = tokio::time::timeout(limit, rx)
-            .await
-            .map_err(|_| TransportError::Timeout(u64::try_from(limit.as_millis()).unwrap_or(0)))?
-            .map_err(|_| TransportError::Disconnected("the L2 link stopped".into()))??;
-        if hello.backend != found.backend {
-            self.command(Cmd::Disconnect { mac: found.mac });
-            return Err(qbd_core::proto::ProtoError::Handshake(format!(
-                "{} answered discovery as backend {} but its handshake proves {}",
-                found.mac, found.backend, hello.backend
-            ))
-            .into());
-        }
-        Ok(Arc::new(L2Transport::new(
-            Arc::clone(self),
-            found.mac,
-            hello,
-            mtu,
-        )))
+        let hello = match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(Ok(h))) if h.backend == found.backend => h,
+            outcome => {
+                self.command(Cmd::Disconnect { token });
+                return Err(match outcome {
+                    Ok(Ok(Ok(h))) => qbd_core::proto::ProtoError::Handshake(format!(
+                        "{} answered discovery as backend {} but its handshake proves {}",
+                        found.mac, found.backend, h.backend
+                    ))
+                    .into(),
+                    Ok(Ok(Err(e))) => e,
+                    Ok(Err(_)) => TransportError::Disconnected("the L2 link stopped".into()),
+                    Err(_) => {
+                        TransportError::Timeout(u64::try_from(limit.as_millis()).unwrap_or(0))
+                    }
+                });
+            }
+        };
+        let t = L2Transport::new(Arc::clone(self), token, found.mac, hello, mtu);
+        Ok(Arc::new(t))
     }
 }
 

@@ -110,6 +110,12 @@ impl Peer {
         self.mac
     }
 
+    /// The client epoch of the current engine session (frames from the
+    /// node carry it: that is how they find this peer).
+    pub(crate) fn epoch(&self) -> u32 {
+        self.cfg.epoch
+    }
+
     /// Starts the first handshake; `tx` gets its outcome.
     pub(crate) fn connect(&mut self, now: Instant, tx: oneshot::Sender<HelloReply>) {
         self.start_hello(now, false, vec![tx], Vec::new());

@@ -23,6 +23,8 @@ use crate::engine::Mac;
 #[derive(Debug)]
 pub struct L2Transport {
     link: Arc<L2Link>,
+    /// Names this transport's peer on the polling thread.
+    token: u64,
     mac: Mac,
     node: NodeHello,
     mtu: usize,
@@ -35,9 +37,16 @@ pub struct L2Transport {
 const SLACK: Duration = Duration::from_secs(2);
 
 impl L2Transport {
-    pub(super) fn new(link: Arc<L2Link>, mac: Mac, node: NodeHello, mtu: usize) -> Self {
+    pub(super) fn new(
+        link: Arc<L2Link>,
+        token: u64,
+        mac: Mac,
+        node: NodeHello,
+        mtu: usize,
+    ) -> Self {
         L2Transport {
             link,
+            token,
             mac,
             node,
             mtu,
@@ -72,7 +81,7 @@ impl Transport for L2Transport {
             futures.push(wait(rx, self.link.engine.deadline + SLACK));
         }
         self.link.command(Cmd::Submit {
-            mac: self.mac,
+            token: self.token,
             jobs,
         });
         futures
@@ -85,7 +94,7 @@ impl Transport for L2Transport {
 
 impl Drop for L2Transport {
     fn drop(&mut self) {
-        self.link.command(Cmd::Disconnect { mac: self.mac });
+        self.link.command(Cmd::Disconnect { token: self.token });
     }
 }
 
