@@ -1,6 +1,9 @@
-//! Volumes over `qbd-node` backends reached through the TCP transport:
-//! in-process nodes on 127.0.0.1, replicate:3, master restarts, mixing with
-//! a directory backend, and a node restart while the master serves.
+//! Volumes over `qbd-node` backends, each test run once per transport:
+//! TCP (in-process nodes on 127.0.0.1) and QBD-L2 (in-process nodes and
+//! master each in a network namespace on a bridge, MTU 9000, MAC addresses
+//! only; skipped without root unless `QBD_REQUIRE_PRIVILEGED=1`):
+//! replicate:3, master restarts, mixing with a directory backend, and a
+//! node restart while the master serves.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -15,7 +18,12 @@ use qbd_core::proto::ClusterKey;
 use qbd_master::backend_node::NodeBackend;
 use qbd_master::device::BlockDevice;
 use qbd_master::volume::{OpenRequest, Volume, open_volume};
+use qbd_netlab::{Lab, Ns};
 use qbd_node::Node;
+use qbd_node::l2::NodeService;
+use qbd_transport_l2::engine::Mac;
+use qbd_transport_l2::serve::{L2Server, ServeOptions};
+use qbd_transport_l2::{L2Link, LinkOptions};
 use qbd_transport_tcp::TcpOptions;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -24,16 +32,32 @@ use tokio::task::JoinHandle;
 
 const KEY: ClusterKey = ClusterKey([3; 32]);
 
+/// Which transport the cluster's nodes are reached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Net {
+    /// TCP on 127.0.0.1.
+    Tcp,
+    /// QBD-L2 over a bridge: the master and every node in a namespace of
+    /// their own, with only a MAC address (needs root; skipped otherwise).
+    L2,
+}
+
 /// One in-process node serving a temp root.
-struct TestNode {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+enum TestNode {
+    Tcp {
+        addr: SocketAddr,
+        stop: Option<oneshot::Sender<()>>,
+        task: Option<JoinHandle<()>>,
+    },
+    L2 {
+        ns: Ns,
+        server: Option<L2Server>,
+    },
 }
 
 impl TestNode {
     /// Serves `root` on `addr` (port 0 picks one).
-    async fn start(root: &Path, addr: SocketAddr, name: &str) -> TestNode {
+    async fn start_tcp(root: &Path, addr: SocketAddr, name: &str) -> TestNode {
         let node = Arc::new(Node::open(root, name).unwrap());
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -41,50 +65,114 @@ impl TestNode {
         let task = tokio::spawn(qbd_node::serve(node, listener, KEY, async {
             let _ = stopped.await;
         }));
-        TestNode {
+        TestNode::Tcp {
             addr,
             stop: Some(stop),
             task: Some(task),
         }
     }
 
-    /// Graceful shutdown; returns once the port is free.
+    /// Serves `root` over QBD-L2 on `eth0` in `ns`.
+    fn start_l2(root: &Path, ns: &Ns, name: &str) -> TestNode {
+        let node = Arc::new(Node::open(root, name).unwrap());
+        let rt = tokio::runtime::Handle::current();
+        let server = ns.run(|| {
+            let service = Arc::new(NodeService(node));
+            L2Server::start(ServeOptions::new("eth0"), KEY, service, rt).unwrap()
+        });
+        TestNode::L2 {
+            ns: ns.clone(),
+            server: Some(server),
+        }
+    }
+
+    /// Graceful shutdown; returns once the port (or interface) is free.
     async fn stop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
+        match self {
+            TestNode::Tcp { stop, task, .. } => {
+                drop(stop.take());
+                if let Some(t) = task.take() {
+                    t.await.unwrap();
+                }
+            }
+            TestNode::L2 { server, .. } => {
+                if let Some(s) = server.take() {
+                    s.stop();
+                }
+            }
         }
     }
 }
 
 struct Cluster {
+    net: Net,
     roots: Vec<TempDir>,
     nodes: Vec<TestNode>,
     state: TempDir,
+    /// L2: the master's link and the namespaces (deleted on drop).
+    link: Option<Arc<L2Link>>,
+    _lab: Option<Lab>,
 }
 
 impl Cluster {
-    async fn new(n: usize) -> Cluster {
+    /// `n` nodes reached through `net`; `None` if `net` cannot run here
+    /// (the lab printed why).
+    async fn new(net: Net, n: usize) -> Option<Cluster> {
         let roots: Vec<TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();
-        for (i, r) in roots.iter().enumerate() {
-            let any = ([127, 0, 0, 1], 0).into();
-            nodes.push(TestNode::start(r.path(), any, &format!("n{i}")).await);
+        let (mut link, mut lab) = (None, None);
+        match net {
+            Net::Tcp => {
+                for (i, r) in roots.iter().enumerate() {
+                    let any = ([127, 0, 0, 1], 0).into();
+                    nodes.push(TestNode::start_tcp(r.path(), any, &format!("n{i}")).await);
+                }
+            }
+            Net::L2 => {
+                let mut l = Lab::new("node_backend")?;
+                let hosts: Vec<Ns> = (0..=n).map(|_| l.namespace()).collect();
+                l.switch(&hosts.iter().collect::<Vec<_>>(), 9000);
+                for (i, r) in roots.iter().enumerate() {
+                    nodes.push(TestNode::start_l2(
+                        r.path(),
+                        &hosts[i + 1],
+                        &format!("n{i}"),
+                    ));
+                }
+                link = Some(hosts[0].run(|| L2Link::open(LinkOptions::new("eth0")).unwrap()));
+                lab = Some(l);
+            }
         }
-        Cluster {
+        Some(Cluster {
+            net,
             roots,
             nodes,
             state: tempfile::tempdir().unwrap(),
-        }
+            link,
+            _lab: lab,
+        })
     }
 
     /// Fresh connections to the nodes, in the order `order`.
     async fn backends(&self, order: &[usize]) -> Vec<Arc<dyn Backend>> {
         let mut out: Vec<Arc<dyn Backend>> = Vec::new();
         for &i in order {
-            let b = NodeBackend::connect_tcp(self.nodes[i].addr, KEY, "test", opts())
-                .await
-                .unwrap();
+            let b = match (&self.nodes[i], &self.link) {
+                (TestNode::Tcp { addr, .. }, _) => {
+                    NodeBackend::connect_tcp(*addr, KEY, "test", opts())
+                        .await
+                        .unwrap()
+                }
+                (TestNode::L2 { ns, .. }, Some(link)) => {
+                    let mac = Mac(ns.mac("eth0"));
+                    let found = link.discover(&[mac], 1, Duration::from_secs(5), None).await;
+                    let f = found.first().expect("the node answers discovery");
+                    let t = link.connect(f, KEY, "test").await.unwrap();
+                    let hello = t.node();
+                    NodeBackend::new(t, hello)
+                }
+                (TestNode::L2 { .. }, None) => unreachable!("an L2 cluster has a link"),
+            };
             out.push(Arc::new(b));
         }
         out
@@ -113,14 +201,41 @@ impl Cluster {
         open_volume(self.backends(order).await, &req).await.unwrap()
     }
 
-    /// Stops node `i` and starts it again on the same port and root.
+    /// Stops node `i` and starts it again on the same root (and port, or
+    /// interface: over L2 the new incarnation has a new epoch).
     async fn restart(&mut self, i: usize) {
         self.nodes[i].stop().await;
-        let addr = self.nodes[i].addr;
         let root = self.roots[i].path().to_owned();
-        self.nodes[i] = TestNode::start(&root, addr, &format!("n{i}")).await;
+        let name = format!("n{i}");
+        self.nodes[i] = match (&self.nodes[i], self.net) {
+            (TestNode::Tcp { addr, .. }, _) => TestNode::start_tcp(&root, *addr, &name).await,
+            (TestNode::L2 { ns, .. }, _) => TestNode::start_l2(&root, &ns.clone(), &name),
+        };
     }
 }
+
+/// Defines one test per transport from `async fn $name(net: Net)`.
+macro_rules! both_transports {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp() {
+                super::$name(Net::Tcp).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn l2() {
+                super::$name(Net::L2).await;
+            }
+        }
+    };
+}
+
+both_transports!(replicate_3_over_three_nodes_survives_a_master_restart);
+both_transports!(nodes_and_a_directory_mix_in_one_volume);
+both_transports!(a_restarted_node_is_readmitted_and_resynced);
 
 fn opts() -> TcpOptions {
     TcpOptions {
@@ -137,9 +252,10 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test]
-async fn replicate_3_over_three_nodes_survives_a_master_restart() {
-    let c = Cluster::new(3).await;
+async fn replicate_3_over_three_nodes_survives_a_master_restart(net: Net) {
+    let Some(c) = Cluster::new(net, 3).await else {
+        return;
+    };
     let a = pattern(1, 300 << 10);
     let b = pattern(2, 4096);
     {
@@ -157,9 +273,10 @@ async fn replicate_3_over_three_nodes_survives_a_master_restart() {
     assert_eq!(v.read(2 << 20, 4096).await.unwrap(), vec![0; 4096]);
 }
 
-#[tokio::test]
-async fn nodes_and_a_directory_mix_in_one_volume() {
-    let c = Cluster::new(2).await;
+async fn nodes_and_a_directory_mix_in_one_volume(net: Net) {
+    let Some(c) = Cluster::new(net, 2).await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let open = |order: bool| {
         let c = &c;
@@ -187,9 +304,10 @@ async fn nodes_and_a_directory_mix_in_one_volume() {
     assert_eq!(v.read(0, data.len() as u32).await.unwrap(), data);
 }
 
-#[tokio::test]
-async fn a_restarted_node_is_readmitted_and_resynced() {
-    let mut c = Cluster::new(3).await;
+async fn a_restarted_node_is_readmitted_and_resynced(net: Net) {
+    let Some(mut c) = Cluster::new(net, 3).await else {
+        return;
+    };
     let v = c.open(&[0, 1, 2], true).await;
     let first = pattern(3, 256 << 10);
     v.write(0, first.clone(), false).await.unwrap();
