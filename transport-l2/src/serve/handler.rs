@@ -59,8 +59,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct ServeHandler {
     setup: Setup,
     sessions: HashMap<Key, Sess>,
-    /// The highest client epoch heard per MAC.
-    newest: HashMap<Mac, u32>,
     /// The MTU each master's last ping proved (to us).
     jumbo: HashMap<Mac, usize>,
     done: Arc<DoneQueue>,
@@ -90,7 +88,6 @@ impl ServeHandler {
             probe_buf: vec![0u8; setup.iface_mtu.max(BASE_MTU) + 64],
             setup,
             sessions: HashMap::new(),
-            newest: HashMap::new(),
             jumbo: HashMap::new(),
             done: Arc::new(DoneQueue::default()),
             taken: Vec::new(),
@@ -119,7 +116,7 @@ impl ServeHandler {
 
     fn on_probe(&mut self, frame: &[u8], out: &mut FrameBatch) {
         let Some((h, p)) = probe::parse(frame) else {
-            self.dropped += 1;
+            self.malformed += 1;
             return;
         };
         let reply = match p {
@@ -153,34 +150,18 @@ impl ServeHandler {
         }
     }
 
-    /// The session `frame` belongs to, made if it is a new one; `None` for
-    /// frames of a stale epoch.
+    /// The session `frame` belongs to, made if it is a new one (only a
+    /// request opens one; never from a group address).
     fn session_for(&mut self, now: Instant, frame: &[u8]) -> Option<Key> {
         let (mac, epoch) = session_of(frame)?;
         if epoch == 0 || mac.0[0] & 1 != 0 {
-            return None;
-        }
-        let newest = self.newest.get(&mac).copied().unwrap_or(0);
-        if epoch < newest {
             return None;
         }
         if self.sessions.contains_key(&(mac, epoch)) {
             return Some((mac, epoch));
         }
         if FrameType::from_byte(frame[15]) != FrameType::Request {
-            return None; // only a request opens a session
-        }
-        if epoch > newest {
-            self.newest.insert(mac, epoch);
-            let old: Vec<Key> = self
-                .sessions
-                .keys()
-                .filter(|k| k.0 == mac)
-                .copied()
-                .collect();
-            for k in old {
-                self.forget(k);
-            }
+            return None;
         }
         if self.sessions.len() >= self.setup.max_sessions {
             self.evict_one();
@@ -307,7 +288,7 @@ impl Handler for ServeHandler {
     fn on_frame(&mut self, frame: &[u8], out: &mut FrameBatch) {
         self.dirty = true;
         let Some(h) = frame.get(..HEADER_LEN) else {
-            self.dropped += 1;
+            self.malformed += 1;
             return;
         };
         if FrameType::from_byte(h[15]) == FrameType::Probe {

@@ -3,12 +3,14 @@
 //! master session, authenticates every message with the node protocol and
 //! hands requests to a [`Service`] (the node's dispatcher).
 //!
-//! - Sessions are keyed by (master MAC, client epoch). A higher client
-//!   epoch from a MAC replaces that MAC's older sessions; frames of a
-//!   lower one are stale and dropped. Sessions idle for
-//!   [`ServeOptions::idle`] are forgotten; at most
-//!   [`ServeOptions::max_sessions`] exist (the least recently heard one
-//!   is evicted), so forged frames cannot grow memory without bound.
+//! - Sessions are keyed by (master MAC, client epoch): one master may hold
+//!   several (one per transport), and a restarted master's new epoch is a
+//!   new session. Only a request frame opens a session, and its first
+//!   message must be a valid hello. Sessions idle for
+//!   [`ServeOptions::idle`] (a restarted master's old ones) are forgotten;
+//!   at most [`ServeOptions::max_sessions`] exist (the least recently
+//!   heard one is evicted), so forged frames cannot grow memory without
+//!   bound.
 //! - Message 1 of a session is the node-protocol `ClientHello`; the
 //!   answer is the `ServerHello`, or an empty message if the hello does
 //!   not verify (counted as a failed handshake: the master reports a
@@ -101,8 +103,8 @@ pub struct ServeStats {
     pub engine: Stats,
     /// Frames of the QBD EtherType that do not decode as QBD-L2 frames.
     pub malformed: u64,
-    /// Frames that decode but belong to no session: a stale client
-    /// epoch, a broadcast source, a non-request opening a session.
+    /// Frames that decode but belong to no session: epoch 0, a group
+    /// source address, a non-request frame for an unknown session.
     pub dropped: u64,
     /// Sessions now.
     pub sessions: usize,
