@@ -8,9 +8,13 @@
 //!   `unsafe`), bound to the QBD EtherType and one interface, batched
 //!   `sendmmsg`/`recvmmsg`, a polling thread with bounded spin. AF_XDP comes
 //!   later behind the same seam.
-//!
-//! Status: under construction (issue 5); not yet wired into the master or
-//! the node.
+//! - [`probe`]: discovery and jumbo-frame probe frames (sans-IO).
+//! - [`link`]: the master's side on one interface: [`L2Link`] (socket,
+//!   polling thread, discovery) and [`L2Transport`] (one node, as a
+//!   `qbd_core::transport::Transport`).
+//! - [`serve`]: the node's side: [`L2Server`] (probes, the session table,
+//!   authentication, requests handed to a [`Service`]).
+//! - [`epoch`]: epochs and nonces for the drivers.
 
 pub mod af_packet;
 pub mod engine;
