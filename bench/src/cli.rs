@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Benchmarks of QBD's parts. Traffic goes to 127.0.0.1 or to the node given.
+/// Benchmarks of QBD's parts. Traffic stays inside network namespaces the
+/// bench creates (as root), on 127.0.0.1, or goes to the node given.
 #[derive(Debug, Parser)]
 #[command(name = "qbd-bench", version, about, long_about = None)]
 pub struct Cli {
@@ -17,9 +18,12 @@ pub struct Cli {
 /// The suites.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Node round trips over the TCP transport: ping, 4 KiB read, 4 KiB
-    /// write, at each queue depth (QD n = n tasks on one connection, each
-    /// looping `call().await`, so n requests are always in flight).
+    /// Node round trips over the TCP and the L2 transport: ping, 4 KiB
+    /// read, 4 KiB write, at each queue depth (QD n = n tasks on one
+    /// connection, each looping `call().await`, so n requests are always in
+    /// flight). As root: between two network namespaces joined by a veth
+    /// pair, at each --mtu, both targets alternated; otherwise TCP over
+    /// loopback.
     Transport(TransportArgs),
 }
 
@@ -45,6 +49,55 @@ impl Op {
     }
 }
 
+/// A transport the suite measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum TargetKind {
+    /// `TcpTransport` (qbd-transport-tcp).
+    Tcp,
+    /// `L2Transport` over an `L2Link` (qbd-transport-l2, AF_PACKET).
+    L2,
+}
+
+impl TargetKind {
+    /// The name in results (`tcp`, `l2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Tcp => "tcp",
+            TargetKind::L2 => "l2",
+        }
+    }
+}
+
+/// How idle threads wait for the next frame or completion (`--wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Wait {
+    /// As shipped: L2's polling threads spin (50 µs) then block; tokio
+    /// workers (TCP's, and the client's for both) block in epoll.
+    Product,
+    /// Every waiting thread blocks at once: L2 polling threads with no
+    /// spin, tokio workers in epoll.
+    Block,
+    /// The threads that wait on a socket busy-poll while a case runs:
+    /// L2's polling threads as shipped (they spin while frames keep
+    /// coming); for TCP cases, spinner tasks keep the client's and the
+    /// node's tokio worker polling epoll. Both runtimes get one worker, so
+    /// the spinning worker owns the I/O driver. The client's tokio worker
+    /// still blocks during L2 cases: it waits for the L2 polling thread,
+    /// not for a socket (spinning it too would need a third CPU).
+    Spin,
+}
+
+impl Wait {
+    /// The name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wait::Product => "product",
+            Wait::Block => "block",
+            Wait::Spin => "spin",
+        }
+    }
+}
+
 /// Flags of `qbd-bench transport`.
 #[derive(Debug, Clone, Args)]
 pub struct TransportArgs {
@@ -57,6 +110,36 @@ pub struct TransportArgs {
     /// The cluster key file of --node (64 hex characters, `qbd keygen`).
     #[arg(long, value_name = "FILE", requires = "node")]
     pub cluster_key: Option<PathBuf>,
+
+    /// Transports to measure, alternated case by case [default: tcp,l2 as
+    /// root; tcp over loopback without the privileges for namespaces].
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<TargetKind>,
+
+    /// MTUs of the veth pair between the namespaces; each gets its own
+    /// namespaces and node, and its rows their "mtu".
+    #[arg(long, value_delimiter = ',', default_value = "1500,9000",
+          value_parser = clap::value_parser!(u32).range(1280..=65535))]
+    pub mtu: Vec<u32>,
+
+    /// TCP over 127.0.0.1 in the bench's own namespace, as without root
+    /// (no L2, no namespaces).
+    #[arg(long, conflicts_with = "node")]
+    pub loopback: bool,
+
+    /// How idle threads wait (see the values); the same for every target.
+    #[arg(long, value_enum, default_value = "product")]
+    pub wait: Wait,
+
+    /// Spin of both L2 polling threads (master link and node server)
+    /// before they block, in µs [default: the transport's, 50; 0 with
+    /// --wait block].
+    #[arg(long, value_name = "US")]
+    pub l2_spin_us: Option<u64>,
+
+    /// Pin the L2 polling threads: CLIENT,NODE CPU numbers (e.g. 0,1).
+    #[arg(long, value_name = "CPU,CPU", value_delimiter = ',')]
+    pub l2_pin: Vec<usize>,
 
     /// Request types to measure.
     #[arg(long, value_delimiter = ',', default_value = "ping,read,write")]
@@ -94,11 +177,13 @@ pub struct TransportArgs {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub blocks: u32,
 
-    /// Worker threads of the bench's (client's) tokio runtime [default: one per CPU].
+    /// Worker threads of the bench's (client's) tokio runtime [default: one
+    /// per CPU; 1 with --wait spin].
     #[arg(long, value_name = "N")]
     pub client_threads: Option<usize>,
 
-    /// Worker threads of the in-process node's own tokio runtime [default: one per CPU].
+    /// Worker threads of the in-process node's own tokio runtime [default:
+    /// one per CPU; 1 with --wait spin].
     #[arg(long, value_name = "N", conflicts_with = "node")]
     pub node_threads: Option<usize>,
 }
@@ -115,6 +200,49 @@ pub struct Timing {
 }
 
 impl TransportArgs {
+    /// Checks the flags that clap cannot check alone.
+    pub fn check(&self) -> Result<(), String> {
+        if !matches!(self.l2_pin.len(), 0 | 2) {
+            return Err("--l2-pin takes two CPU numbers: CLIENT,NODE".into());
+        }
+        if self.wait == Wait::Block && self.l2_spin_us.is_some_and(|us| us > 0) {
+            return Err("--wait block means no spin: drop --l2-spin-us".into());
+        }
+        let one = |n: Option<usize>| n.is_none_or(|n| n == 1);
+        if self.wait == Wait::Spin && !(one(self.client_threads) && one(self.node_threads)) {
+            return Err(
+                "--wait spin runs each runtime on one worker (the spinning worker \
+                        must own the I/O driver): drop --client-threads/--node-threads"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Worker threads of the client's runtime (`None`: tokio's default).
+    pub fn client_workers(&self) -> Option<usize> {
+        match self.wait {
+            Wait::Spin => Some(1),
+            _ => self.client_threads,
+        }
+    }
+
+    /// Worker threads of the in-process node's runtime.
+    pub fn node_workers(&self) -> Option<usize> {
+        match self.wait {
+            Wait::Spin => Some(1),
+            _ => self.node_threads,
+        }
+    }
+
+    /// The spin of the L2 polling threads (`None`: the transport's default).
+    pub fn l2_spin(&self) -> Option<Duration> {
+        match (self.wait, self.l2_spin_us) {
+            (Wait::Block, _) => Some(Duration::ZERO),
+            (_, us) => us.map(Duration::from_micros),
+        }
+    }
+
     /// Duration, warm-up and rounds, checked.
     pub fn timing(&self) -> Result<Timing, String> {
         let (d, w, r) = if self.quick {

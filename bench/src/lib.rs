@@ -3,17 +3,28 @@
 //! Module map:
 //! - [`cli`]: the flags (`qbd-bench transport ...`).
 //! - [`node`]: the in-process `qbd-node` the transport suite measures by
-//!   default (own tokio runtime on its own threads, data on /dev/shm).
+//!   default (own tokio runtime on its own threads, data on /dev/shm; TCP
+//!   and optionally QBD-L2).
 //! - [`transport`]: the transport suite: node round trips (ping, 4 KiB read,
-//!   4 KiB write) over `TcpTransport` at several queue depths.
+//!   4 KiB write) over `TcpTransport` and `L2Transport` at several queue
+//!   depths, targets alternated; where the traffic goes.
+//! - [`netns`]: the suite between two network namespaces joined by veth
+//!   (node in one, client in the other), one pair per MTU.
+//! - [`volume`]: the bench volume, set up on the node through requests.
+//! - [`case`]: one timed case (an op at a queue depth on one target).
 //! - [`stats`]: percentiles and medians.
+//! - [`threads`]: CPU time per request by thread group (scheduler counters).
 //! - [`report`]: the `results.json` rows and the printed table.
 //!
 //! The end-to-end comparison with nbdkit is the shell script
 //! `bench/nbd-vs-nbdkit.sh` (fio's nbd engine against a running master).
 
+pub mod case;
 pub mod cli;
+pub mod netns;
 pub mod node;
 pub mod report;
 pub mod stats;
+pub mod threads;
 pub mod transport;
+pub mod volume;

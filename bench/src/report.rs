@@ -1,7 +1,5 @@
 //! The rows of `results.json` and the printed table.
 
-use std::path::Path;
-
 use serde::Serialize;
 
 use crate::stats::{median, range};
@@ -19,13 +17,27 @@ pub struct RoundResult {
     pub samples: u64,
 }
 
+/// Where a run's traffic went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    /// `"veth"` (between two namespaces the bench made), `"loopback"`
+    /// (127.0.0.1) or `"remote"` (a `--node`).
+    pub link: &'static str,
+    /// The link's MTU (`None`: not known, for a remote node).
+    pub mtu: Option<u32>,
+}
+
 /// One row of `results.json`: a case, medians over its rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     /// `"transport"`.
     pub suite: &'static str,
-    /// `"tcp"`.
+    /// `"tcp"` or `"l2"`.
     pub target: &'static str,
+    /// `"veth"`, `"loopback"` or `"remote"`.
+    pub link: &'static str,
+    /// The link's MTU (null for a remote node).
+    pub mtu: Option<u32>,
     /// `"ping"`, `"read"` or `"write"`.
     pub op: &'static str,
     /// Payload bytes moved per request (0 for ping, 4096 for read/write).
@@ -49,8 +61,15 @@ pub struct Row {
 }
 
 impl Row {
-    /// The row for a case from its rounds (at least one).
-    pub fn from_rounds(op: &'static str, size: u64, qd: u32, rounds: &[RoundResult]) -> Row {
+    /// The row for a case of `target` over `net` from its rounds (at least one).
+    pub fn from_rounds(
+        target: &'static str,
+        net: Net,
+        op: &'static str,
+        size: u64,
+        qd: u32,
+        rounds: &[RoundResult],
+    ) -> Row {
         let pick = |f: fn(&RoundResult) -> f64| -> (f64, [f64; 2]) {
             let v: Vec<f64> = rounds.iter().map(f).collect();
             let m = median(&v).unwrap_or(f64::NAN);
@@ -62,7 +81,9 @@ impl Row {
         let (iops, iops_range) = pick(|r| r.iops);
         Row {
             suite: "transport",
-            target: "tcp",
+            target,
+            link: net.link,
+            mtu: net.mtu,
             op,
             size,
             qd,
@@ -78,7 +99,7 @@ impl Row {
 }
 
 /// Writes `dir/results.json` (a JSON list of rows), making `dir` if needed.
-pub fn write_json(dir: &Path, rows: &[Row]) -> Result<std::path::PathBuf, String> {
+pub fn write_json(dir: &std::path::Path, rows: &[Row]) -> Result<std::path::PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join("results.json");
     let mut text =
@@ -91,20 +112,100 @@ pub fn write_json(dir: &Path, rows: &[Row]) -> Result<std::path::PathBuf, String
 /// The table: one line per case, medians with the round range.
 pub fn table(rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<6}{:>6}{:>5}{:>24}{:>24}{:>26}\n",
-        "op", "size", "qd", "median µs (range)", "p99 µs (range)", "IOPS (range)"
+        "{:<7}{:>6}{:<7}{:>6}{:>5}{:>24}{:>24}{:>26}\n",
+        "target",
+        "mtu",
+        "  op",
+        "size",
+        "qd",
+        "median µs (range)",
+        "p99 µs (range)",
+        "IOPS (range)"
     );
     let cell =
         |m: f64, r: [f64; 2], prec: usize| format!("{m:.prec$} ({:.prec$}-{:.prec$})", r[0], r[1]);
     for r in rows {
         s.push_str(&format!(
-            "{:<6}{:>6}{:>5}{:>24}{:>24}{:>26}\n",
+            "{:<7}{:>6}  {:<5}{:>6}{:>5}{:>24}{:>24}{:>26}\n",
+            r.target,
+            r.mtu.map_or_else(|| "-".to_owned(), |m| m.to_string()),
             r.op,
             r.size,
             r.qd,
             cell(r.median_us, r.median_us_range, 1),
             cell(r.p99_us, r.p99_us_range, 1),
             cell(r.iops, r.iops_range, 0),
+        ));
+    }
+    s
+}
+
+/// One case of two targets measured in the same run, as ratios `a / b`.
+#[derive(Debug, Clone)]
+pub struct Ratio {
+    /// The link's MTU.
+    pub mtu: Option<u32>,
+    /// The op.
+    pub op: &'static str,
+    /// Requests in flight.
+    pub qd: u32,
+    /// Median latency: `a`'s median over rounds / `b`'s.
+    pub median: f64,
+    /// Smallest and largest ratio of one round's medians (rounds paired
+    /// by index: each ran `a` and `b` back to back).
+    pub median_range: [f64; 2],
+    /// IOPS: `a`'s median over rounds / `b`'s.
+    pub iops: f64,
+    /// Smallest and largest ratio of one round's IOPS.
+    pub iops_range: [f64; 2],
+}
+
+impl Ratio {
+    /// `a` against `b` for the case `op` at `qd` over `net`.
+    pub fn of(net: Net, op: &'static str, qd: u32, a: &[RoundResult], b: &[RoundResult]) -> Ratio {
+        let pick = |f: fn(&RoundResult) -> f64| -> (f64, [f64; 2]) {
+            let med = |v: &[RoundResult]| median(&v.iter().map(f).collect::<Vec<_>>());
+            let ratio = match (med(a), med(b)) {
+                (Some(x), Some(y)) => x / y,
+                _ => f64::NAN,
+            };
+            let per_round: Vec<f64> = a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect();
+            let (lo, hi) = range(&per_round).unwrap_or((f64::NAN, f64::NAN));
+            (ratio, [lo, hi])
+        };
+        let (median, median_range) = pick(|r| r.median_us);
+        let (iops, iops_range) = pick(|r| r.iops);
+        Ratio {
+            mtu: net.mtu,
+            op,
+            qd,
+            median,
+            median_range,
+            iops,
+            iops_range,
+        }
+    }
+}
+
+/// The ratios table (`title` names the two targets, e.g. "l2/tcp").
+pub fn ratio_table(title: &str, ratios: &[Ratio]) -> String {
+    let mut s = format!(
+        "{:>6}  {:<5}{:>5}{:>28}{:>28}\n",
+        "mtu",
+        "op",
+        "qd",
+        format!("{title} median (range)"),
+        format!("{title} IOPS (range)")
+    );
+    let cell = |m: f64, r: [f64; 2]| format!("{m:.2} ({:.2}-{:.2})", r[0], r[1]);
+    for r in ratios {
+        s.push_str(&format!(
+            "{:>6}  {:<5}{:>5}{:>28}{:>28}\n",
+            r.mtu.map_or_else(|| "-".to_owned(), |m| m.to_string()),
+            r.op,
+            r.qd,
+            cell(r.median, r.median_range),
+            cell(r.iops, r.iops_range),
         ));
     }
     s

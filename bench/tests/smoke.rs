@@ -1,5 +1,7 @@
 //! CI smoke test: `qbd-bench transport --quick --out DIR` runs against its
-//! in-process node and writes `results.json` in the documented schema.
+//! in-process node and writes `results.json` in the documented schema: as
+//! root, TCP and L2 rows at MTU 1500 and 9000 over veth between namespaces
+//! the bench makes; otherwise TCP rows over loopback, with a note.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -8,9 +10,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The keys every row has, and the optional extras the bench adds.
-const REQUIRED: [&str; 8] = [
+const REQUIRED: [&str; 10] = [
     "suite",
     "target",
+    "link",
+    "mtu",
     "op",
     "size",
     "qd",
@@ -54,9 +58,29 @@ fn quick_transport_run_writes_the_results_schema() {
 
     let text = std::fs::read_to_string(out.path().join("results.json")).expect("results.json");
     let rows: Vec<Value> = serde_json::from_str(&text).expect("results.json is a JSON list");
+    let privileged = rows.iter().any(|r| r["link"] == "veth");
+    if std::env::var("QBD_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+        assert!(
+            privileged,
+            "QBD_REQUIRE_PRIVILEGED=1 but no veth rows:\n{stdout}"
+        );
+    }
+    if !privileged {
+        assert!(
+            stdout.contains("TCP over loopback only"),
+            "a run without namespaces must say so:\n{stdout}"
+        );
+    }
+    check_rows(&rows, privileged);
+}
+
+/// Every row has the schema's keys and sane values, no case repeats, and
+/// the cases the issue names are there (for both targets at both MTUs
+/// when `privileged`).
+fn check_rows(rows: &[Value], privileged: bool) {
     let allowed: BTreeSet<&str> = REQUIRED.iter().chain(&EXTRA).copied().collect();
     let mut seen = BTreeSet::new();
-    for row in &rows {
+    for row in rows {
         let obj = row.as_object().expect("each row is an object");
         for key in REQUIRED {
             assert!(obj.contains_key(key), "missing {key}: {row}");
@@ -68,7 +92,16 @@ fn quick_transport_run_writes_the_results_schema() {
             );
         }
         assert_eq!(row["suite"], "transport", "{row}");
-        assert_eq!(row["target"], "tcp", "{row}");
+        let target = row["target"].as_str().expect("target is a string");
+        let mtu = row["mtu"].as_u64().expect("mtu is an integer here");
+        if privileged {
+            assert_eq!(row["link"], "veth", "{row}");
+            assert!(["tcp", "l2"].contains(&target), "{row}");
+            assert!([1500, 9000].contains(&mtu), "{row}");
+        } else {
+            assert_eq!(row["link"], "loopback", "{row}");
+            assert_eq!(target, "tcp", "{row}");
+        }
         let op = row["op"].as_str().expect("op is a string");
         assert!(["ping", "read", "write"].contains(&op), "op {op}");
         let size = row["size"].as_u64().expect("size is an integer");
@@ -90,16 +123,28 @@ fn quick_transport_run_writes_the_results_schema() {
             );
         }
         assert!(
-            seen.insert((op.to_owned(), qd)),
-            "duplicate row {op} qd {qd}"
+            seen.insert((target.to_owned(), mtu, op.to_owned(), qd)),
+            "duplicate row {target} mtu {mtu} {op} qd {qd}"
         );
     }
-    for op in ["ping", "read"] {
-        for qd in [1, 32] {
-            assert!(
-                seen.contains(&(op.to_owned(), qd)),
-                "no {op} row at qd {qd}: {seen:?}"
-            );
+    let targets: &[(&str, &[u64])] = if privileged {
+        &[("tcp", &[1500, 9000]), ("l2", &[1500, 9000])]
+    } else {
+        &[("tcp", &[])]
+    };
+    for &(target, mtus) in targets {
+        for op in ["ping", "read"] {
+            for qd in [1, 32] {
+                let found = seen.iter().filter(|(t, m, o, q)| {
+                    t == target && o == op && *q == qd && (mtus.is_empty() || mtus.contains(m))
+                });
+                let want = mtus.len().max(1);
+                assert_eq!(
+                    found.count(),
+                    want,
+                    "{target} {op} qd {qd}: want {want} row(s): {seen:?}"
+                );
+            }
         }
     }
 }
@@ -119,13 +164,26 @@ fn bad_flags_are_refused() {
         .output()
         .expect("run qbd-bench");
     assert!(!run.status.success(), "--rounds 0 must fail");
+    for bad in [
+        &["--loopback", "--target", "l2"][..],
+        &["--l2-pin", "1"],
+        &["--mtu", "576"],
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_qbd-bench"))
+            .arg("transport")
+            .args(bad)
+            .output()
+            .expect("run qbd-bench");
+        assert!(!run.status.success(), "{bad:?} must fail");
+    }
 }
 
 /// `--node` mode against a node the test serves itself (the library's
 /// in-process node), twice: the second run reuses the volume the first left.
 #[test]
 fn node_mode_creates_then_reuses_its_volume() {
-    let node = qbd_bench::node::LocalNode::start(Some(1)).expect("node");
+    let node = qbd_bench::node::LocalNode::start(qbd_bench::node::NodeOptions::loopback(Some(1)))
+        .expect("node");
     let dir = tempfile::tempdir().expect("tempdir");
     let key_file = dir.path().join("cluster.key");
     std::fs::write(&key_file, format!("{}\n", node.key().to_hex())).expect("key file");
@@ -157,6 +215,11 @@ fn node_mode_creates_then_reuses_its_volume() {
         let text = std::fs::read_to_string(out.join("results.json")).expect("results.json");
         let rows: Vec<Value> = serde_json::from_str(&text).expect("JSON");
         assert_eq!(rows.len(), 4, "{text}");
+        for row in &rows {
+            assert_eq!(row["target"], "tcp", "{row}");
+            assert_eq!(row["link"], "remote", "{row}");
+            assert!(row["mtu"].is_null(), "{row}");
+        }
     }
     // A wrong key is refused at the handshake.
     std::fs::write(&key_file, "00".repeat(32)).expect("key file");
