@@ -23,5 +23,5 @@ pub mod link;
 pub mod probe;
 pub mod serve;
 
-pub use link::{Found, L2Link, L2Transport, LinkOptions, LinkStats};
+pub use link::{ClosedLoop, Found, L2Link, L2Transport, LinkOptions, LinkStats};
 pub use serve::{L2Server, ServeOptions, Service};

@@ -220,3 +220,73 @@ async fn several_transports_to_one_node_are_independent() {
     let stats = link.stats();
     assert!(stats.engine.frames_sent >= 4 || stats.poller.socket.tx_frames >= 4);
 }
+
+/// Keeps `depth` pings in flight until `total` completed, then reports
+/// how many came back as pongs.
+#[derive(Debug)]
+struct PingLoop {
+    depth: u64,
+    total: u64,
+    issued: u64,
+    pongs: u64,
+    completed: u64,
+    report: std::sync::mpsc::Sender<u64>,
+}
+
+impl qbd_transport_l2::ClosedLoop for PingLoop {
+    fn step(
+        &mut self,
+        _now: Instant,
+        completed: &mut Vec<(u64, Result<Response, TransportError>)>,
+    ) -> Vec<(u64, Request)> {
+        for (_, r) in completed.drain(..) {
+            self.completed += 1;
+            if matches!(r, Ok(Response::Pong)) {
+                self.pongs += 1;
+            }
+        }
+        if self.completed == self.total {
+            let _ = self.report.send(self.pongs);
+            return Vec::new();
+        }
+        let room = self.depth - (self.issued - self.completed);
+        let n = room.min(self.total - self.issued);
+        let first = self.issued;
+        self.issued += n;
+        (first..first + n).map(|id| (id, Request::Ping)).collect()
+    }
+
+    fn done(&self) -> bool {
+        self.completed == self.total
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_loop_runs_on_the_polling_thread() {
+    let Some(mut lab) = Lab::new("a_closed_loop_runs_on_the_polling_thread") else {
+        return;
+    };
+    let (m, n) = lab.pair(9000);
+    let stub = Stub::new(7);
+    let _server = serve(&n, &stub, &tokio::runtime::Handle::current());
+    let link = link(&m);
+    let found = find(&link, Mac(n.mac("eth0"))).await;
+    let t = link.connect(&found, KEY, "loop").await.expect("connect");
+    let (tx, rx) = std::sync::mpsc::channel();
+    t.run_closed_loop(Box::new(PingLoop {
+        depth: 8,
+        total: 2000,
+        issued: 0,
+        pongs: 0,
+        completed: 0,
+        report: tx,
+    }));
+    let pongs = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .expect("join")
+        .expect("the loop reports");
+    assert_eq!(pongs, 2000);
+    assert_eq!(stub.calls.load(Ordering::Relaxed), 2000);
+    // The transport still serves tasks afterwards.
+    assert_eq!(ping(&t).await.expect("pong"), Response::Pong);
+}

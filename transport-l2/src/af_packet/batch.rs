@@ -39,30 +39,6 @@ impl FrameBatch {
         self.ends.push(self.data.len());
     }
 
-    /// Appends a frame built in place by `build`, which gets `cap` zeroed
-    /// bytes and returns the frame's length, or `None` to append nothing
-    /// (then `None` is returned too): how an engine's `poll_transmit`
-    /// writes straight into the batch.
-    pub fn push_from(
-        &mut self,
-        cap: usize,
-        build: impl FnOnce(&mut [u8]) -> Option<usize>,
-    ) -> Option<()> {
-        let start = self.data.len();
-        self.data.resize(start + cap, 0);
-        match build(&mut self.data[start..]) {
-            Some(n) if n <= cap => {
-                self.data.truncate(start + n);
-                self.ends.push(self.data.len());
-                Some(())
-            }
-            _ => {
-                self.data.truncate(start);
-                None
-            }
-        }
-    }
-
     /// Frames in the batch, sent or not.
     pub fn len(&self) -> usize {
         self.ends.len()

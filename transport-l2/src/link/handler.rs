@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::peer::{HelloReply, Job, Peer};
+use super::ClosedLoop;
+use super::peer::{HelloReply, Job, Peer, Reply, Sink};
 use crate::af_packet::{FrameBatch, Handler};
 use crate::engine::wire::{FrameType, HEADER_LEN};
 use crate::engine::{Mac, Stats};
@@ -31,6 +32,8 @@ pub(crate) enum Cmd {
     Disconnect { token: u64 },
     /// Deliver every probe received from now on to `tx`.
     Listen(mpsc::UnboundedSender<(Mac, Probe)>),
+    /// Run a closed loop of requests against a peer.
+    Loop { token: u64, l: Box<dyn ClosedLoop> },
 }
 
 /// State shared between tokio tasks and the poller thread.
@@ -60,6 +63,9 @@ pub(crate) struct LinkHandler {
     /// Counters of peers that were removed.
     retired: Stats,
     cmds: Vec<Cmd>,
+    /// Closed loops running on this thread, by peer token.
+    loops: Vec<(u64, Box<dyn ClosedLoop>)>,
+    looped: Vec<(u64, Reply)>,
     published: Instant,
     /// Counters changed since they were last published.
     dirty: bool,
@@ -74,6 +80,8 @@ impl LinkHandler {
             listeners: Vec::new(),
             retired: Stats::default(),
             cmds: Vec::new(),
+            loops: Vec::new(),
+            looped: Vec::new(),
             published: Instant::now(),
             dirty: false,
         }
@@ -106,9 +114,11 @@ impl LinkHandler {
                     None => {
                         for job in jobs {
                             let why = "the node's session is closed".to_owned();
-                            let _ = job
-                                .tx
-                                .send(Err(qbd_core::transport::TransportError::Disconnected(why)));
+                            if let Sink::Task(tx) = job.tx {
+                                let _ = tx.send(Err(
+                                    qbd_core::transport::TransportError::Disconnected(why),
+                                ));
+                            }
                         }
                     }
                 },
@@ -120,8 +130,38 @@ impl LinkHandler {
                     self.routes.retain(|_, t| *t != token);
                 }
                 Cmd::Listen(tx) => self.listeners.push(tx),
+                Cmd::Loop { token, l } => self.loops.push((token, l)),
             }
         }
+    }
+
+    /// Gives every closed loop its outcomes and sends what it issues.
+    fn run_loops(&mut self, now: Instant, out: &mut FrameBatch) {
+        if self.loops.is_empty() {
+            return;
+        }
+        let mut loops = std::mem::take(&mut self.loops);
+        loops.retain_mut(|(token, l)| {
+            let Some(peer) = self.peers.get_mut(token) else {
+                return false;
+            };
+            self.looped.clear();
+            peer.take_looped(&mut self.looped);
+            let issued = l.step(now, &mut self.looped);
+            if !issued.is_empty() {
+                let jobs = issued
+                    .into_iter()
+                    .map(|(id, req)| Job {
+                        id,
+                        req,
+                        tx: Sink::Loop,
+                    })
+                    .collect();
+                peer.submit(now, jobs, out);
+            }
+            !l.done()
+        });
+        self.loops = loops;
     }
 
     /// Points the route of `token`'s current engine session at it (a new
@@ -182,8 +222,13 @@ impl Handler for LinkHandler {
         }
     }
 
+    fn on_batch_end(&mut self, out: &mut FrameBatch) {
+        self.run_loops(Instant::now(), out);
+    }
+
     fn on_tick(&mut self, now: Instant, out: &mut FrameBatch) -> Option<Instant> {
         self.run_commands(now, out);
+        self.run_loops(now, out);
         let mut next: Option<Instant> = None;
         let mut moved = Vec::new();
         for (&token, peer) in &mut self.peers {

@@ -69,6 +69,26 @@ impl LinkOptions {
     }
 }
 
+/// A closed loop of requests run on a link's polling thread
+/// ([`L2Transport::run_closed_loop`]): how a benchmark measures the
+/// transport without a thread hop per request. `step` runs after every
+/// batch of received frames and on every pass of the thread, so it must be
+/// quick and must never block.
+pub trait ClosedLoop: Send + std::fmt::Debug + 'static {
+    /// Takes the outcomes completed since the last call (request id,
+    /// outcome; drain `completed`) and returns the requests to send now,
+    /// each with an id of the loop's choosing.
+    fn step(
+        &mut self,
+        now: std::time::Instant,
+        completed: &mut Vec<(u64, Result<qbd_core::proto::msg::Response, TransportError>)>,
+    ) -> Vec<(u64, qbd_core::proto::msg::Request)>;
+
+    /// True once the loop is finished; it is then dropped (on the polling
+    /// thread: report results through a channel it owns).
+    fn done(&self) -> bool;
+}
+
 /// A node that answered discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {

@@ -30,12 +30,22 @@ pub(crate) type Reply = Result<Response, TransportError>;
 /// What a handshake's waiter receives.
 pub(crate) type HelloReply = Result<NodeHello, TransportError>;
 
-/// A request to send, with its id and its waiter.
+/// A request to send, with its id and where its outcome goes.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) id: u64,
     pub(crate) req: Request,
-    pub(crate) tx: oneshot::Sender<Reply>,
+    pub(crate) tx: Sink,
+}
+
+/// Where a request's outcome goes.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// A tokio task waits on it.
+    Task(oneshot::Sender<Reply>),
+    /// A closed loop on the polling thread takes it (see
+    /// [`super::ClosedLoop`]).
+    Loop,
 }
 
 enum Phase {
@@ -66,13 +76,17 @@ pub(crate) struct Peer {
     phase: Phase,
     /// The backend identity every handshake must find (after the first).
     expect: Option<NodeHello>,
-    inflight: HashMap<MsgId, (u64, oneshot::Sender<Reply>)>,
+    inflight: HashMap<MsgId, (u64, Sink)>,
+    /// Outcomes of closed-loop requests, for the loop to take.
+    looped: Vec<(u64, Reply)>,
     /// Counters of the engine sessions this peer replaced.
     retired: Stats,
     hello_restarts: u32,
     /// An MTU ping to send before the next frame of a new engine session.
     announce: Option<Vec<u8>>,
     scratch: Vec<u8>,
+    /// One frame being built (sized to the MTU once).
+    frame: Vec<u8>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -98,10 +112,12 @@ impl Peer {
             phase: Phase::Idle,
             expect: None,
             inflight: HashMap::new(),
+            looped: Vec::new(),
             retired: Stats::default(),
             hello_restarts: 0,
             announce: None,
             scratch: Vec::new(),
+            frame: Vec::new(),
         }
     }
 
@@ -156,14 +172,15 @@ impl Peer {
     /// Fails everything waiting (the link is closing or the peer replaced).
     pub(crate) fn close(&mut self, why: &str) {
         let err = || TransportError::Disconnected(why.to_owned());
-        for (_, (_, tx)) in self.inflight.drain() {
-            let _ = tx.send(Err(err()));
+        let inflight: Vec<(u64, Sink)> = self.inflight.drain().map(|(_, v)| v).collect();
+        for (id, tx) in inflight {
+            self.finish(id, tx, Err(err()));
         }
         if let Phase::Hello {
             waiters, queued, ..
         } = std::mem::replace(&mut self.phase, Phase::Idle)
         {
-            fail_hello(waiters, queued, &err());
+            self.fail_hello(waiters, queued, &err());
         }
     }
 
@@ -194,7 +211,7 @@ impl Peer {
                     queued,
                 }
             }
-            Err(e) => fail_hello(waiters, queued, &proto(format!("hello not sent: {e}"))),
+            Err(e) => self.fail_hello(waiters, queued, &proto(format!("hello not sent: {e}"))),
         }
     }
 
@@ -228,7 +245,7 @@ impl Peer {
 
     fn send_job(&mut self, now: Instant, job: Job) {
         let Phase::Open { sealer, .. } = &mut self.phase else {
-            let _ = job.tx.send(Err(gone("no session")));
+            self.finish(job.id, job.tx, Err(gone("no session")));
             return;
         };
         self.scratch.clear();
@@ -243,7 +260,7 @@ impl Peer {
         );
         match self.client.send(now, sealed) {
             Ok(msg) => drop(self.inflight.insert(msg, (job.id, job.tx))),
-            Err(e) => drop(job.tx.send(Err(proto(format!("request not sent: {e}"))))),
+            Err(e) => self.finish(job.id, job.tx, Err(proto(format!("request not sent: {e}")))),
         }
     }
 
@@ -251,8 +268,12 @@ impl Peer {
         if let Some(frame) = self.announce.take() {
             out.push(&frame);
         }
-        let cap = self.cfg.frame_capacity();
-        while let Some(()) = out.push_from(cap, |buf| self.client.poll_transmit(now, buf)) {}
+        if self.frame.len() < self.cfg.frame_capacity() {
+            self.frame.resize(self.cfg.frame_capacity(), 0);
+        }
+        while let Some(n) = self.client.poll_transmit(now, &mut self.frame) {
+            out.push(&self.frame[..n]);
+        }
     }
 
     fn drain(&mut self, now: Instant) {
@@ -275,13 +296,42 @@ impl Peer {
 
     fn delivered(&mut self, now: Instant, id: MsgId, response: &[u8]) {
         if let Some((request_id, tx)) = self.inflight.remove(&id) {
-            let _ = tx.send(self.open_response(request_id, response));
+            let reply = self.open_response(request_id, response);
+            self.finish(request_id, tx, reply);
             return;
         }
         let is_hello = matches!(&self.phase, Phase::Hello { msg, .. } if *msg == id);
         if is_hello {
             self.finish_hello(now, response);
         }
+    }
+
+    /// Fails a handshake's waiters and the requests queued behind it.
+    fn fail_hello(
+        &mut self,
+        waiters: Vec<oneshot::Sender<HelloReply>>,
+        queued: Vec<Job>,
+        err: &TransportError,
+    ) {
+        for tx in waiters {
+            let _ = tx.send(Err(err.clone()));
+        }
+        for job in queued {
+            self.finish(job.id, job.tx, Err(err.clone()));
+        }
+    }
+
+    /// Hands a request's outcome to its sink.
+    fn finish(&mut self, id: u64, sink: Sink, reply: Reply) {
+        match sink {
+            Sink::Task(tx) => drop(tx.send(reply)),
+            Sink::Loop => self.looped.push((id, reply)),
+        }
+    }
+
+    /// Takes the closed-loop outcomes gathered so far.
+    pub(crate) fn take_looped(&mut self, into: &mut Vec<(u64, Reply)>) {
+        into.append(&mut self.looped);
     }
 
     fn open_response(&mut self, request_id: u64, bytes: &[u8]) -> Reply {
@@ -320,7 +370,7 @@ impl Peer {
         };
         let (session, hello) = match finished.map_err(TransportError::from) {
             Ok(x) => x,
-            Err(e) => return fail_hello(waiters, queued, &e),
+            Err(e) => return self.fail_hello(waiters, queued, &e),
         };
         if let Some(expect) = &self.expect
             && expect.backend != hello.backend
@@ -329,7 +379,7 @@ impl Peer {
                 "{} is now backend {} ({}), expected {} ({})",
                 self.mac, hello.backend, hello.name, expect.backend, expect.name
             ));
-            return fail_hello(waiters, queued, &e.into());
+            return self.fail_hello(waiters, queued, &e.into());
         }
         self.expect = Some(hello.clone());
         let (sealer, opener) = session.split();
@@ -350,8 +400,8 @@ impl Peer {
                 self.mac
             )),
         };
-        if let Some((_, tx)) = self.inflight.remove(&id) {
-            let _ = tx.send(Err(err));
+        if let Some((request_id, tx)) = self.inflight.remove(&id) {
+            self.finish(request_id, tx, Err(err));
             return;
         }
         let is_hello = matches!(&self.phase, Phase::Hello { msg, .. } if *msg == id);
@@ -377,16 +427,7 @@ impl Peer {
             )),
             other => other,
         };
-        fail_hello(waiters, queued, &err);
-    }
-}
-
-fn fail_hello(waiters: Vec<oneshot::Sender<HelloReply>>, queued: Vec<Job>, err: &TransportError) {
-    for tx in waiters {
-        let _ = tx.send(Err(err.clone()));
-    }
-    for job in queued {
-        let _ = job.tx.send(Err(err.clone()));
+        self.fail_hello(waiters, queued, &err);
     }
 }
 

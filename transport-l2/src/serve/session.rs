@@ -37,6 +37,8 @@ pub(super) struct Sess {
     pub(super) peer: Mac,
     pub(super) last_seen: Instant,
     scratch: Vec<u8>,
+    /// One frame being built (sized to the MTU once).
+    frame: Vec<u8>,
 }
 
 impl Sess {
@@ -47,6 +49,7 @@ impl Sess {
             peer,
             last_seen: now,
             scratch: Vec::new(),
+            frame: Vec::new(),
         }
     }
 
@@ -164,6 +167,11 @@ impl Sess {
 
     /// Moves the engine's due frames into `out`.
     pub(super) fn transmit(&mut self, now: Instant, cap: usize, out: &mut FrameBatch) {
-        while let Some(()) = out.push_from(cap, |buf| self.server.poll_transmit(now, buf)) {}
+        if self.frame.len() < cap {
+            self.frame.resize(cap, 0);
+        }
+        while let Some(n) = self.server.poll_transmit(now, &mut self.frame) {
+            out.push(&self.frame[..n]);
+        }
     }
 }
