@@ -137,6 +137,15 @@ pub struct TransportArgs {
     #[arg(long, value_name = "US")]
     pub l2_spin_us: Option<u64>,
 
+    /// Diagnosis: the L2 engines' RTO floor, µs [default: the engine's, 300].
+    #[arg(long, value_name = "US")]
+    pub l2_min_rto_us: Option<u64>,
+
+    /// Diagnosis: the L2 engines' smallest congestion window, frames
+    /// [default: the engine's, 4]; at the ceiling, AIMD never shrinks it.
+    #[arg(long, value_name = "FRAMES")]
+    pub l2_min_cwnd: Option<u32>,
+
     /// Pin the L2 polling threads: CLIENT,NODE CPU numbers (e.g. 0,1).
     #[arg(long, value_name = "CPU,CPU", value_delimiter = ',')]
     pub l2_pin: Vec<usize>,

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use qbd_core::proto::ClusterKey;
 use qbd_netlab::{Lab, Ns};
+use qbd_transport_l2::engine::Config;
 use qbd_transport_l2::serve::ServeOptions;
 use qbd_transport_l2::{L2Link, LinkOptions};
 
@@ -119,8 +120,20 @@ fn serve_options(args: &TransportArgs) -> ServeOptions {
     if let Some(spin) = args.l2_spin() {
         opts.poller.spin = spin;
     }
+    tune_engine(args, &mut opts.engine);
     opts.poller.cpu = args.l2_pin.get(1).copied();
     opts
+}
+
+/// The diagnosis flags' engine settings (both ends get the same).
+fn tune_engine(args: &TransportArgs, engine: &mut Config) {
+    if let Some(us) = args.l2_min_rto_us {
+        engine.min_rto = Duration::from_micros(us);
+        engine.initial_rto = engine.initial_rto.max(engine.min_rto);
+    }
+    if let Some(frames) = args.l2_min_cwnd {
+        engine.min_cwnd = frames.max(1);
+    }
 }
 
 /// Opens the link in the calling thread's namespace, discovers the node
@@ -134,6 +147,7 @@ async fn connect_l2(
     if let Some(spin) = args.l2_spin() {
         opts.poller.spin = spin;
     }
+    tune_engine(args, &mut opts.engine);
     opts.poller.cpu = args.l2_pin.first().copied();
     let link = L2Link::open(opts).map_err(|e| format!("L2 link on {IFACE}: {e}"))?;
     let found = link.discover(&[], 1, DISCOVERY, None).await;

@@ -256,6 +256,14 @@ fn header(args: &TransportArgs, place: &Place, kinds: &[TargetKind], timing: Tim
         s.push_str(&format!(
             "l2 pollers: spin {spin} µs then block; {pin}; tokio threads not pinned\n"
         ));
+        if let Some(us) = args.l2_min_rto_us {
+            s.push_str(&format!("l2 engines (diagnosis): RTO floor {us} µs\n"));
+        }
+        if let Some(frames) = args.l2_min_cwnd {
+            s.push_str(&format!(
+                "l2 engines (diagnosis): congestion window floor {frames} frames\n"
+            ));
+        }
     }
     s.push_str(&format!(
         "cpus: {}  load before: {}  client threads: {}  node threads: {}\n\
