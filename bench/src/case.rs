@@ -4,7 +4,9 @@
 //! "build request, `Instant` at submit, `call().await`, `Instant` at
 //! completion", so n requests are in flight at all times (no batching:
 //! each request is its own `submit`, through the `Transport` trait, the
-//! same code for every transport). The run starts with a warm-up whose
+//! same code for every transport). The `l2-loop` target runs the same
+//! loop as a closed loop on the L2 link's polling thread instead
+//! ([`crate::closed_loop`]). The run starts with a warm-up whose
 //! samples are dropped (the queue is already full when measuring starts);
 //! then latency is recorded for every request submitted inside the window
 //! and IOPS counts completions inside it.
@@ -16,7 +18,10 @@ use std::time::Instant;
 use qbd_core::proto::msg::{Response, WireBlockState};
 use qbd_core::transport::Transport;
 
+use qbd_transport_l2::L2Transport;
+
 use crate::cli::{Op, TargetKind, Timing};
+use crate::closed_loop;
 use crate::report::RoundResult;
 use crate::stats::percentile;
 use crate::threads::{self, Group, Usage};
@@ -29,6 +34,8 @@ pub struct Target {
     pub kind: TargetKind,
     /// The connection (one, as a master has per node).
     pub t: Arc<dyn Transport>,
+    /// The same connection as an L2 transport, for `l2-loop`.
+    pub l2: Option<Arc<L2Transport>>,
     /// The bench volume (shared by every target of the node).
     pub volume: Arc<Volume>,
 }
@@ -80,17 +87,47 @@ pub struct Outcome {
     pub usage: BTreeMap<Group, Usage>,
 }
 
-/// What one task of a case saw.
+/// What one task (or one closed loop) of a case saw.
 #[derive(Debug, Default)]
-struct WorkerOut {
+pub struct Tally {
     /// Latency (ns) of every request submitted in the timed window.
-    lat_ns: Vec<u64>,
+    pub lat_ns: Vec<u64>,
     /// Completions inside the timed window.
-    completed: u64,
+    pub completed: u64,
     /// Every completion, warm-up included.
-    total: u64,
+    pub total: u64,
     /// Writes the node skipped (stored generation not older): should stay 0.
-    skipped: u64,
+    pub skipped: u64,
+}
+
+impl Tally {
+    /// Records one answer to a request sent at `sent` and answered at
+    /// `done` (the window is `measure..end`).
+    pub fn record(
+        &mut self,
+        op: Op,
+        answer: Response,
+        (sent, done): (Instant, Instant),
+        (measure, end): (Instant, Instant),
+    ) -> Result<(), String> {
+        self.skipped += check(op, answer)?;
+        self.total += 1;
+        if sent >= measure {
+            self.lat_ns
+                .push(u64::try_from((done - sent).as_nanos()).unwrap_or(u64::MAX));
+        }
+        if done >= measure && done < end {
+            self.completed += 1;
+        }
+        Ok(())
+    }
+
+    fn absorb(&mut self, other: Tally) {
+        self.lat_ns.extend(other.lat_ns);
+        self.completed += other.completed;
+        self.total += other.total;
+        self.skipped += other.skipped;
+    }
 }
 
 /// Runs `op` at `qd` on `target` for one warm-up and one timed window.
@@ -106,23 +143,59 @@ pub async fn run_case(
     let measure = start + timing.warmup;
     let end = measure + timing.duration;
     let spinning = spinners.start(target.kind, end);
+    let tally = match (&target.l2, target.kind) {
+        (Some(l2), TargetKind::L2Loop) => {
+            closed_loop::run(l2, &target.volume, op, qd, (start, measure, end)).await
+        }
+        _ => tasks(target, op, qd, (start, measure, end)).await,
+    };
+    for s in spinning {
+        s.abort();
+        let _ = s.await;
+    }
+    let usage = threads::delta(&before, &threads::snapshot());
+    let mut tally = tally.map_err(|e| format!("{}: {e}", target.kind.name()))?;
+    if tally.skipped > 0 {
+        eprintln!(
+            "qbd-bench: warning: the node skipped {} {} writes over {} (stale generation)",
+            tally.skipped,
+            op.name(),
+            target.kind.name()
+        );
+    }
+    tally.lat_ns.sort_unstable();
+    let us = |ns: Option<u64>| ns.map_or(f64::NAN, |n| n as f64 / 1000.0);
+    let result = RoundResult {
+        median_us: us(percentile(&tally.lat_ns, 50.0)),
+        p99_us: us(percentile(&tally.lat_ns, 99.0)),
+        iops: tally.completed as f64 / timing.duration.as_secs_f64(),
+        samples: tally.lat_ns.len() as u64,
+    };
+    Ok(Outcome {
+        result,
+        requests: tally.total,
+        usage,
+    })
+}
+
+/// `qd` tokio tasks, each looping `call().await`.
+async fn tasks(
+    target: &Arc<Target>,
+    op: Op,
+    qd: u32,
+    (start, measure, end): (Instant, Instant, Instant),
+) -> Result<Tally, String> {
     let tasks: Vec<_> = (0..qd)
         .map(|i| {
             let seed = u64::from(i) + 1 + u64::from(start.elapsed().subsec_nanos());
             tokio::spawn(worker(Arc::clone(target), op, seed, measure, end))
         })
         .collect();
-    let mut lat = Vec::new();
-    let (mut completed, mut skipped, mut requests) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     let mut first_error = None;
     for task in tasks {
         match task.await {
-            Ok(Ok(out)) => {
-                lat.extend(out.lat_ns);
-                completed += out.completed;
-                skipped += out.skipped;
-                requests += out.total;
-            }
+            Ok(Ok(out)) => tally.absorb(out),
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -131,34 +204,7 @@ pub async fn run_case(
             }
         }
     }
-    for s in spinning {
-        s.abort();
-        let _ = s.await;
-    }
-    let usage = threads::delta(&before, &threads::snapshot());
-    if let Some(e) = first_error {
-        return Err(format!("{}: {e}", target.kind.name()));
-    }
-    if skipped > 0 {
-        eprintln!(
-            "qbd-bench: warning: the node skipped {skipped} {} writes over {} (stale generation)",
-            op.name(),
-            target.kind.name()
-        );
-    }
-    lat.sort_unstable();
-    let us = |ns: Option<u64>| ns.map_or(f64::NAN, |n| n as f64 / 1000.0);
-    let result = RoundResult {
-        median_us: us(percentile(&lat, 50.0)),
-        p99_us: us(percentile(&lat, 99.0)),
-        iops: completed as f64 / timing.duration.as_secs_f64(),
-        samples: lat.len() as u64,
-    };
-    Ok(Outcome {
-        result,
-        requests,
-        usage,
-    })
+    first_error.map_or(Ok(tally), Err)
 }
 
 async fn worker(
@@ -167,11 +213,11 @@ async fn worker(
     seed: u64,
     measure: Instant,
     end: Instant,
-) -> Result<WorkerOut, String> {
+) -> Result<Tally, String> {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = WorkerOut {
+    let mut out = Tally {
         lat_ns: Vec::with_capacity(1 << 14),
-        ..WorkerOut::default()
+        ..Tally::default()
     };
     loop {
         let req = target.volume.request(op, &mut rng);
@@ -182,15 +228,7 @@ async fn worker(
         let answer = target.t.call(req).await;
         let done = Instant::now();
         let answer = answer.map_err(|e| format!("{}: {e}", op.name()))?;
-        out.skipped += check(op, answer)?;
-        out.total += 1;
-        if sent >= measure {
-            out.lat_ns
-                .push(u64::try_from((done - sent).as_nanos()).unwrap_or(u64::MAX));
-        }
-        if done >= measure && done < end {
-            out.completed += 1;
-        }
+        out.record(op, answer, (sent, done), (measure, end))?;
     }
     Ok(out)
 }

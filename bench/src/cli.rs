@@ -54,16 +54,28 @@ impl Op {
 pub enum TargetKind {
     /// `TcpTransport` (qbd-transport-tcp).
     Tcp,
-    /// `L2Transport` over an `L2Link` (qbd-transport-l2, AF_PACKET).
+    /// `L2Transport` over an `L2Link` (qbd-transport-l2, AF_PACKET),
+    /// through the `Transport` trait from tokio tasks (the product path).
     L2,
+    /// The same transport driven by a closed loop on the link's polling
+    /// thread (`L2Transport::run_closed_loop`): no thread hop per request,
+    /// as the floor probe measured.
+    #[value(name = "l2-loop")]
+    L2Loop,
 }
 
 impl TargetKind {
+    /// Whether it runs over QBD-L2.
+    pub fn is_l2(self) -> bool {
+        matches!(self, TargetKind::L2 | TargetKind::L2Loop)
+    }
+
     /// The name in results (`tcp`, `l2`).
     pub fn name(self) -> &'static str {
         match self {
             TargetKind::Tcp => "tcp",
             TargetKind::L2 => "l2",
+            TargetKind::L2Loop => "l2-loop",
         }
     }
 }
@@ -111,8 +123,9 @@ pub struct TransportArgs {
     #[arg(long, value_name = "FILE", requires = "node")]
     pub cluster_key: Option<PathBuf>,
 
-    /// Transports to measure, alternated case by case [default: tcp,l2 as
-    /// root; tcp over loopback without the privileges for namespaces].
+    /// Transports to measure, alternated case by case [default:
+    /// tcp,l2,l2-loop as root; tcp over loopback without the privileges for
+    /// namespaces].
     #[arg(long, value_delimiter = ',')]
     pub target: Vec<TargetKind>,
 

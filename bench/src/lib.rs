@@ -12,6 +12,8 @@
 //!   (node in one, client in the other), one pair per MTU.
 //! - [`volume`]: the bench volume, set up on the node through requests.
 //! - [`case`]: one timed case (an op at a queue depth on one target).
+//! - [`closed_loop`]: the `l2-loop` target's case, run on the L2 link's
+//!   polling thread.
 //! - [`stats`]: percentiles and medians.
 //! - [`threads`]: CPU time per request by thread group (scheduler counters).
 //! - [`report`]: the `results.json` rows and the printed table.
@@ -21,6 +23,7 @@
 
 pub mod case;
 pub mod cli;
+pub mod closed_loop;
 pub mod netns;
 pub mod node;
 pub mod report;

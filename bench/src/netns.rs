@@ -54,7 +54,7 @@ pub fn measure_at(
     let (a, b) = lab.pair(mtu);
     address(&a, CLIENT_ADDR)?;
     address(&b, NODE_ADDR)?;
-    let serve_l2 = kinds.contains(&TargetKind::L2).then(|| serve_options(args));
+    let serve_l2 = kinds.iter().any(|k| k.is_l2()).then(|| serve_options(args));
     let opts = NodeOptions {
         threads: args.node_workers(),
         listen: SocketAddr::from((NODE_ADDR, 0)),
@@ -75,8 +75,12 @@ pub fn measure_at(
             for &kind in kinds {
                 conns.push(match kind {
                     TargetKind::Tcp => connect_tcp(addr, key.clone()).await?,
-                    TargetKind::L2 => {
-                        let (l, conn) = connect_l2(args, key.clone(), mtu).await?;
+                    kind => {
+                        let l = match &link {
+                            Some(l) => Arc::clone(l),
+                            None => open_link(args).await?,
+                        };
+                        let conn = connect_l2(&l, kind, key.clone(), mtu).await?;
                         link = Some(l);
                         conn
                     }
@@ -136,20 +140,26 @@ fn tune_engine(args: &TransportArgs, engine: &mut Config) {
     }
 }
 
-/// Opens the link in the calling thread's namespace, discovers the node
-/// and connects to it; warns if the session's MTU is not the link's.
-async fn connect_l2(
-    args: &TransportArgs,
-    key: ClusterKey,
-    mtu: u32,
-) -> Result<(Arc<L2Link>, Conn), String> {
+/// Opens the link in the calling thread's namespace (shared by the L2
+/// targets, one polling thread).
+async fn open_link(args: &TransportArgs) -> Result<Arc<L2Link>, String> {
     let mut opts = LinkOptions::new(IFACE);
     if let Some(spin) = args.l2_spin() {
         opts.poller.spin = spin;
     }
     tune_engine(args, &mut opts.engine);
     opts.poller.cpu = args.l2_pin.first().copied();
-    let link = L2Link::open(opts).map_err(|e| format!("L2 link on {IFACE}: {e}"))?;
+    L2Link::open(opts).map_err(|e| format!("L2 link on {IFACE}: {e}"))
+}
+
+/// Discovers the node on `link` and connects to it (a session of its
+/// own for each target); warns if the session's MTU is not the link's.
+async fn connect_l2(
+    link: &Arc<L2Link>,
+    kind: TargetKind,
+    key: ClusterKey,
+    mtu: u32,
+) -> Result<Conn, String> {
     let found = link.discover(&[], 1, DISCOVERY, None).await;
     let node = found.first().ok_or_else(|| {
         format!(
@@ -167,12 +177,12 @@ async fn connect_l2(
             t.mtu()
         );
     }
-    let conn = Conn {
-        kind: TargetKind::L2,
+    Ok(Conn {
+        kind,
         backend: t.node().backend,
-        t,
-    };
-    Ok((link, conn))
+        t: Arc::clone(&t) as Arc<dyn qbd_core::transport::Transport>,
+        l2: Some(t),
+    })
 }
 
 /// The master link's counters, for the report.

@@ -140,9 +140,12 @@ pub fn table(rows: &[Row]) -> String {
     s
 }
 
-/// One case of two targets measured in the same run, as ratios `a / b`.
+/// One case of two targets measured in the same run, as ratios `a / b`
+/// (`b` is TCP).
 #[derive(Debug, Clone)]
 pub struct Ratio {
+    /// The target `a`.
+    pub target: &'static str,
     /// The link's MTU.
     pub mtu: Option<u32>,
     /// The op.
@@ -161,8 +164,15 @@ pub struct Ratio {
 }
 
 impl Ratio {
-    /// `a` against `b` for the case `op` at `qd` over `net`.
-    pub fn of(net: Net, op: &'static str, qd: u32, a: &[RoundResult], b: &[RoundResult]) -> Ratio {
+    /// `target`'s rounds `a` against TCP's `b` for the case `op` at `qd`
+    /// over `net`.
+    pub fn of(
+        target: &'static str,
+        net: Net,
+        op: &'static str,
+        qd: u32,
+        (a, b): (&[RoundResult], &[RoundResult]),
+    ) -> Ratio {
         let pick = |f: fn(&RoundResult) -> f64| -> (f64, [f64; 2]) {
             let med = |v: &[RoundResult]| median(&v.iter().map(f).collect::<Vec<_>>());
             let ratio = match (med(a), med(b)) {
@@ -176,6 +186,7 @@ impl Ratio {
         let (median, median_range) = pick(|r| r.median_us);
         let (iops, iops_range) = pick(|r| r.iops);
         Ratio {
+            target,
             mtu: net.mtu,
             op,
             qd,
@@ -187,20 +198,17 @@ impl Ratio {
     }
 }
 
-/// The ratios table (`title` names the two targets, e.g. "l2/tcp").
-pub fn ratio_table(title: &str, ratios: &[Ratio]) -> String {
+/// The ratios table: each L2 target against TCP, case by case.
+pub fn ratio_table(ratios: &[Ratio]) -> String {
     let mut s = format!(
-        "{:>6}  {:<5}{:>5}{:>28}{:>28}\n",
-        "mtu",
-        "op",
-        "qd",
-        format!("{title} median (range)"),
-        format!("{title} IOPS (range)")
+        "{:<9}{:>6}  {:<5}{:>5}{:>28}{:>28}\n",
+        "target", "mtu", "op", "qd", "/tcp median (range)", "/tcp IOPS (range)"
     );
     let cell = |m: f64, r: [f64; 2]| format!("{m:.2} ({:.2}-{:.2})", r[0], r[1]);
     for r in ratios {
         s.push_str(&format!(
-            "{:>6}  {:<5}{:>5}{:>28}{:>28}\n",
+            "{:<9}{:>6}  {:<5}{:>5}{:>28}{:>28}\n",
+            r.target,
             r.mtu.map_or_else(|| "-".to_owned(), |m| m.to_string()),
             r.op,
             r.qd,

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use qbd_core::proto::ClusterKey;
 use qbd_core::transport::Transport;
 use qbd_netlab::Lab;
+use qbd_transport_l2::L2Transport;
 use qbd_transport_l2::af_packet::PollerConfig;
 use qbd_transport_tcp::{TcpOptions, TcpTransport};
 use uuid::Uuid;
@@ -55,6 +56,8 @@ pub struct Conn {
     pub kind: TargetKind,
     /// The connection.
     pub t: Arc<dyn Transport>,
+    /// The same connection as an L2 transport (L2 targets).
+    pub l2: Option<Arc<L2Transport>>,
     /// The backend identity the handshake proved.
     pub backend: Uuid,
 }
@@ -64,7 +67,7 @@ pub struct Conn {
 pub struct Measured {
     /// One per target and case.
     pub rows: Vec<Row>,
-    /// L2 against TCP per case, when both ran.
+    /// Each L2 target against TCP per case, when both ran.
     pub ratios: Vec<Ratio>,
     /// CPU per request by thread group, one line per target and case.
     pub cpu: Vec<String>,
@@ -129,7 +132,7 @@ pub fn main(args: &TransportArgs) -> Result<(), String> {
     print!("{}", table(&measured.rows));
     if !measured.ratios.is_empty() {
         println!();
-        print!("{}", ratio_table("l2/tcp", &measured.ratios));
+        print!("{}", ratio_table(&measured.ratios));
     }
     if !measured.cpu.is_empty() {
         println!(
@@ -162,7 +165,7 @@ fn choose(args: &TransportArgs) -> Result<(Place, Vec<TargetKind>), String> {
             kinds.push(k);
         }
     }
-    let wants_l2 = kinds.contains(&TargetKind::L2);
+    let wants_l2 = kinds.iter().any(|k| k.is_l2());
     if let (Some(node), Some(file)) = (&args.node, &args.cluster_key) {
         if wants_l2 {
             return Err(
@@ -186,11 +189,11 @@ fn choose(args: &TransportArgs) -> Result<(Place, Vec<TargetKind>), String> {
     match netns::lab() {
         Some(lab) => {
             if kinds.is_empty() {
-                kinds = vec![TargetKind::Tcp, TargetKind::L2];
+                kinds = vec![TargetKind::Tcp, TargetKind::L2, TargetKind::L2Loop];
             }
             Ok((Place::Veth(lab), kinds))
         }
-        None if wants_l2 => Err("--target l2 needs network namespaces: run as root \
+        None if wants_l2 => Err("L2 targets need network namespaces: run as root \
                                   (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN)"
             .into()),
         None => {
@@ -244,7 +247,7 @@ fn header(args: &TransportArgs, place: &Place, kinds: &[TargetKind], timing: Tim
              one worker per runtime)\n"
         }
     });
-    if kinds.contains(&TargetKind::L2) {
+    if kinds.iter().any(|k| k.is_l2()) {
         let spin = args
             .l2_spin()
             .unwrap_or(PollerConfig::default().spin)
@@ -330,6 +333,7 @@ pub async fn connect_tcp(addr: SocketAddr, key: ClusterKey) -> Result<Conn, Stri
         kind: TargetKind::Tcp,
         backend: t.node().backend,
         t,
+        l2: None,
     })
 }
 
@@ -359,6 +363,7 @@ pub async fn prepare(conns: Vec<Conn>, blocks: u32) -> Result<Vec<Arc<Target>>, 
             Arc::new(Target {
                 kind: c.kind,
                 t: c.t,
+                l2: c.l2,
                 volume: Arc::clone(&volume),
             })
         })
@@ -407,7 +412,6 @@ pub async fn measure(
     }
     let mut m = Measured::default();
     let tcp = targets.iter().position(|t| t.kind == TargetKind::Tcp);
-    let l2 = targets.iter().position(|t| t.kind == TargetKind::L2);
     let mtu = net.mtu.map_or_else(|| "-".into(), |m| m.to_string());
     for ((&(op, qd), per_target), cpu) in cases.iter().zip(&results).zip(&cpu) {
         for ((t, rounds), (usage, requests)) in targets.iter().zip(per_target).zip(cpu) {
@@ -420,9 +424,11 @@ pub async fn measure(
                 threads::per_request(usage, *requests)
             ));
         }
-        if let (Some(tcp), Some(l2)) = (tcp, l2) {
-            let ratio = Ratio::of(net, op.name(), qd, &per_target[l2], &per_target[tcp]);
-            m.ratios.push(ratio);
+        let Some(tcp) = tcp else { continue };
+        for (i, t) in targets.iter().enumerate().filter(|(_, t)| t.kind.is_l2()) {
+            let rounds = (&per_target[i][..], &per_target[tcp][..]);
+            m.ratios
+                .push(Ratio::of(t.kind.name(), net, op.name(), qd, rounds));
         }
     }
     Ok(m)

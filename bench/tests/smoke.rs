@@ -1,7 +1,8 @@
 //! CI smoke test: `qbd-bench transport --quick --out DIR` runs against its
 //! in-process node and writes `results.json` in the documented schema: as
-//! root, TCP and L2 rows at MTU 1500 and 9000 over veth between namespaces
-//! the bench makes; otherwise TCP rows over loopback, with a note.
+//! root, TCP, L2 and L2 closed-loop rows at MTU 1500 and 9000 over veth
+//! between namespaces the bench makes; otherwise TCP rows over loopback,
+//! with a note.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -96,7 +97,7 @@ fn check_rows(rows: &[Value], privileged: bool) {
         let mtu = row["mtu"].as_u64().expect("mtu is an integer here");
         if privileged {
             assert_eq!(row["link"], "veth", "{row}");
-            assert!(["tcp", "l2"].contains(&target), "{row}");
+            assert!(["tcp", "l2", "l2-loop"].contains(&target), "{row}");
             assert!([1500, 9000].contains(&mtu), "{row}");
         } else {
             assert_eq!(row["link"], "loopback", "{row}");
@@ -128,7 +129,11 @@ fn check_rows(rows: &[Value], privileged: bool) {
         );
     }
     let targets: &[(&str, &[u64])] = if privileged {
-        &[("tcp", &[1500, 9000]), ("l2", &[1500, 9000])]
+        &[
+            ("tcp", &[1500, 9000]),
+            ("l2", &[1500, 9000]),
+            ("l2-loop", &[1500, 9000]),
+        ]
     } else {
         &[("tcp", &[])]
     };
