@@ -3,6 +3,7 @@
 //! No sockets, no threads, no clocks of its own. Module map:
 //! - [`size`]: binary size suffixes (`4K`, `4M`, `1G`).
 //! - [`redundancy`]: `replicate:N` / `ec:K+M` policies and part names.
+//! - [`ec`]: erasure coding — the K+M codec, EC row geometry, the torn-row rule.
 //! - [`geometry`]: volume → chunk → block → part arithmetic.
 //! - [`placement`]: the placement table of backend identities.
 //! - [`generation`]: 64-bit write generations (epoch high, counter low).
@@ -15,6 +16,7 @@
 //! - [`transport`]: the message-based [`transport::Transport`] trait.
 
 pub mod backend;
+pub mod ec;
 pub mod error;
 pub mod format;
 pub mod generation;
