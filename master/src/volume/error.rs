@@ -2,6 +2,7 @@
 
 use qbd_core::CoreError;
 use qbd_core::backend::BackendError;
+use qbd_core::ec::EcError;
 
 use crate::device::DeviceError;
 
@@ -30,6 +31,14 @@ pub enum VolumeError {
     /// Not one copy could be written, synced or recorded.
     #[error("no redundancy left: {0}")]
     NoCopy(String),
+    /// Erasure coding: too many parts of a row lost (data loss: EIO), or a
+    /// caller bug in the codec's inputs.
+    #[error("erasure coding: {0}")]
+    Ec(#[from] EcError),
+    /// A backend holds something the master never wrote (a newer generation
+    /// than issued): a bug, or another master writing.
+    #[error("inconsistent backend state: {0}")]
+    Inconsistent(String),
     /// The epoch's generation counter is used up.
     #[error("generation counter exhausted: restart the master to take a new epoch")]
     GenerationsExhausted,

@@ -53,10 +53,20 @@ impl Volume {
         })
     }
 
+    /// The volume blocks a segment locks: its own, rounded out to whole
+    /// rows for EC (parity orders the writes of a row, not of a block).
     pub(super) fn lock_range(&self, s: Segment) -> (u64, u64) {
         let bpc = u64::from(self.geo.blocks_per_chunk());
-        let g = s.chunk * bpc + u64::from(s.first);
-        (g, g + u64::from(s.count))
+        let base = s.chunk * bpc;
+        let (first, end) = match &self.ec {
+            Some(ec) => {
+                let k = ec.k() as u32;
+                let rows = ec.rows_of(s);
+                (rows.start * k, rows.end * k)
+            }
+            None => (s.first, s.first + s.count),
+        };
+        (base + u64::from(first), base + u64::from(end))
     }
 
     /// Reads `len` bytes at `offset`.
@@ -67,7 +77,10 @@ impl Volume {
         while let Some(s) = segs.next() {
             let (a, b) = self.lock_range(s);
             let guard = self.locks.lock(a, b, Mode::Shared).await;
-            let data = self.read_segment(s).await?;
+            let data = match self.ec {
+                Some(_) => self.ec_read(s, Mode::Shared).await?.data,
+                None => self.read_segment(s).await?,
+            };
             drop(guard);
             let aligned = offset.is_multiple_of(bs) && u64::from(len).is_multiple_of(bs);
             if aligned && out.is_empty() && segs.peek().is_none() {

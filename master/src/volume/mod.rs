@@ -5,6 +5,7 @@
 //! - [`io`]: the data path (read, write with read-modify-write, trim,
 //!   zeroes, flush) with replication as a loop over parts.
 //! - [`range_lock`]: ordering of overlapping requests.
+//! - [`ec`]: erasure-coded volumes (rows, parity, reconstruction).
 //!
 //! Invariants: a chunk's allocation bit is set on every backend holding one
 //! of its parts before its first write; a write is acknowledged only after
@@ -12,6 +13,7 @@
 //! acknowledged before it started.
 
 pub mod device;
+pub mod ec;
 pub mod error;
 pub mod health;
 pub mod intent;
@@ -50,6 +52,8 @@ pub struct Volume {
     read_only: bool,
     health: health::Health,
     intent: intent::IntentLog,
+    /// `Some` for `ec:K+M` volumes.
+    ec: Option<ec::Ec>,
 }
 
 impl Volume {

@@ -13,6 +13,7 @@ use qbd_core::placement::{BackendId, PlacementTable};
 use qbd_core::redundancy::Redundancy;
 use uuid::Uuid;
 
+use super::ec::Ec;
 use super::health::Health;
 use super::intent::{Dirty, IntentLog};
 use super::range_lock::RangeLock;
@@ -49,6 +50,7 @@ pub async fn open_volume(
         Some(nr) => load(&backends, nr, req).await?,
     };
     let slots = bind_slots(&backends, &meta)?;
+    check_ec_backends(&slots, &meta).await?;
     let mut alloc = None;
     for b in &slots {
         let decoded = b.open_volume(meta.clone()).await?;
@@ -88,6 +90,7 @@ pub async fn open_volume(
         meta,
         health,
         intent,
+        ec: Ec::for_geometry(&geo)?,
     };
     recover(&volume, dirty).await?;
     Ok(volume)
@@ -130,6 +133,35 @@ async fn load_health(
         }
     }
     Ok(health)
+}
+
+/// EC parity records travel through the raw block operations, which only
+/// local backends carry so far (see `ec/parity.rs`): refuse EC volumes on
+/// backends without them instead of failing every parity write.
+async fn check_ec_backends(
+    slots: &[Arc<dyn Backend>],
+    meta: &VolumeMeta,
+) -> Result<(), VolumeError> {
+    if !matches!(meta.geometry()?.redundancy, Redundancy::Ec { .. }) {
+        return Ok(());
+    }
+    for b in slots {
+        let probe = b
+            .read_raw(qbd_core::backend::PartId { chunk: 0, part: 0 }, 0)
+            .await;
+        if let Err(qbd_core::backend::BackendError::Core(qbd_core::CoreError::Io {
+            source, ..
+        })) = &probe
+            && source.kind() == std::io::ErrorKind::Unsupported
+        {
+            return Err(VolumeError::Setup(format!(
+                "{}: erasure-coded volumes need backends that store parity records; \
+                 qbd-node does not carry them yet (use --dir backends, or replicate:N)",
+                b.describe()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_distinct(backends: &[Arc<dyn Backend>]) -> Result<(), VolumeError> {

@@ -21,7 +21,15 @@ pub(super) struct Verified {
 
 impl Volume {
     /// Reads a segment's blocks from whichever parts have good copies.
+    /// The caller holds an exclusive lock over it (read-modify-write); the
+    /// read path of `read_at` takes shared locks and reads EC itself.
     pub(super) async fn read_segment(&self, s: Segment) -> Result<Vec<u8>, VolumeError> {
+        if self.ec.is_some() {
+            return Ok(self
+                .ec_read(s, super::range_lock::Mode::Exclusive)
+                .await?
+                .data);
+        }
         Ok(self.read_verified(s).await?.data)
     }
 
@@ -98,7 +106,7 @@ impl Volume {
 
     /// A part that cannot be read: stale if its file is missing or unusable
     /// (the resync rebuilds it), the backend failed if it is an I/O error.
-    async fn part_unreadable(&self, slot: usize, chunk: u64, e: &BackendError) {
+    pub(super) async fn part_unreadable(&self, slot: usize, chunk: u64, e: &BackendError) {
         eprintln!(
             "qbd-master: chunk {chunk} on {}: {e}",
             self.backends[slot].describe()

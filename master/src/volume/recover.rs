@@ -22,7 +22,7 @@ use super::range_lock::Mode;
 use super::{Volume, VolumeError};
 
 impl Volume {
-    fn whole_chunk(&self, chunk: u64) -> Segment {
+    pub(super) fn whole_chunk(&self, chunk: u64) -> Segment {
         let count = self.geo.blocks_per_chunk();
         Segment {
             chunk,
@@ -53,6 +53,9 @@ impl Volume {
         let s = self.whole_chunk(chunk);
         let (a, b) = self.lock_range(s);
         let _g = self.locks.lock(a, b, Mode::Exclusive).await;
+        if self.ec.is_some() {
+            return self.ec_reconcile_chunk(chunk).await;
+        }
         let mut copies: Vec<(usize, PartRead)> = Vec::new();
         for p in 0..self.geo.redundancy.parts() {
             let slot = self.placement.slot(chunk, p);
@@ -211,7 +214,11 @@ impl Volume {
             chunk,
             part: p as u8,
         };
-        if self.allocated.get(chunk) {
+        if self.allocated.get(chunk) && self.ec.is_some() {
+            let (a, b) = self.lock_range(self.whole_chunk(chunk));
+            let _g = self.locks.lock(a, b, Mode::Exclusive).await;
+            self.ec_resync_part(slot, part).await?;
+        } else if self.allocated.get(chunk) {
             let s = self.whole_chunk(chunk);
             let (a, b) = self.lock_range(s);
             let _g = self.locks.lock(a, b, Mode::Exclusive).await;

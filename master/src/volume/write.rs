@@ -22,7 +22,10 @@ impl Volume {
         fua: bool,
     ) -> Result<(), VolumeError> {
         self.intent.begin(s.chunk)?;
-        let r = self.write_replicas(s, data, fua).await;
+        let r = match self.ec {
+            Some(_) => self.ec_write(s, data, fua).await,
+            None => self.write_replicas(s, data, fua).await,
+        };
         self.intent.end(s.chunk);
         r
     }
