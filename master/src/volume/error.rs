@@ -39,6 +39,10 @@ pub enum VolumeError {
     /// than issued): a bug, or another master writing.
     #[error("inconsistent backend state: {0}")]
     Inconsistent(String),
+    /// The master's journal (`--state`) cannot be written or read: the
+    /// master's disk, not a backend (EC writes fail until a restart).
+    #[error("journal: {0}")]
+    Journal(String),
     /// The epoch's generation counter is used up.
     #[error("generation counter exhausted: restart the master to take a new epoch")]
     GenerationsExhausted,

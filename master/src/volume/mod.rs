@@ -6,6 +6,8 @@
 //!   zeroes, flush) with replication as a loop over parts.
 //! - [`range_lock`]: ordering of overlapping requests.
 //! - [`ec`]: erasure-coded volumes (rows, parity, reconstruction).
+//! - [`journal`]: the master's redo journal of EC row updates (the write
+//!   hole), replayed at open before the volume is served.
 //!
 //! Invariants: a chunk's allocation bit is set on every backend holding one
 //! of its parts before its first write; a write is acknowledged only after
@@ -18,6 +20,7 @@ pub mod error;
 pub mod health;
 pub mod intent;
 pub mod io;
+pub mod journal;
 pub mod maintain;
 pub mod open;
 pub mod range_lock;
@@ -54,6 +57,8 @@ pub struct Volume {
     intent: intent::IntentLog,
     /// `Some` for `ec:K+M` volumes.
     ec: Option<ec::Ec>,
+    /// `Some` for `ec:K+M` volumes: redo records of row updates.
+    journal: Option<journal::Journal>,
 }
 
 impl Volume {

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::ec::Ec;
 use super::health::Health;
 use super::intent::{Dirty, IntentLog};
+use super::journal::{Journal, Outstanding, Shape};
 use super::range_lock::RangeLock;
 use super::{AllocBits, Volume, VolumeError};
 
@@ -78,6 +79,7 @@ pub async fn open_volume(
         meta.epoch - 1,
         meta.epoch,
     )?;
+    let (journal, outstanding) = open_journal(&req.state_dir, &meta, &geo)?;
     let volume = Volume {
         placement: meta.placement()?,
         generations: GenerationCounter::new(meta.epoch),
@@ -91,13 +93,34 @@ pub async fn open_volume(
         health,
         intent,
         ec: Ec::for_geometry(&geo)?,
+        journal,
     };
-    recover(&volume, dirty).await?;
+    recover(&volume, dirty, outstanding).await?;
     Ok(volume)
 }
 
-/// Reconciles what a crash may have left inconsistent, then resyncs stale parts.
-async fn recover(volume: &Volume, dirty: Dirty) -> Result<(), VolumeError> {
+/// The EC journal (none for replicated volumes) and what it holds to redo.
+fn open_journal(
+    state: &std::path::Path,
+    meta: &VolumeMeta,
+    geo: &Geometry,
+) -> Result<(Option<Journal>, Outstanding), VolumeError> {
+    let Redundancy::Ec { k, m } = geo.redundancy else {
+        return Ok((None, Outstanding::default()));
+    };
+    let shape = Shape {
+        k,
+        m,
+        block_size: geo.block_size,
+    };
+    let (j, out) = Journal::open(state, meta.uuid, meta.epoch - 1, meta.epoch, shape)?;
+    Ok((Some(j), out))
+}
+
+/// Replays the EC journal, reconciles what a crash may have left
+/// inconsistent, then resyncs stale parts.
+async fn recover(volume: &Volume, dirty: Dirty, journal: Outstanding) -> Result<(), VolumeError> {
+    volume.replay_journal(journal).await?;
     let chunks = match dirty {
         Dirty::Chunks(c) => c,
         Dirty::All(why) => {

@@ -1,5 +1,14 @@
-//! Recovery before serving: reconcile the chunks a crash may have left
-//! inconsistent, then resync stale parts.
+//! Recovery before serving: replay the EC journal, reconcile the chunks a
+//! crash may have left inconsistent, then resync stale parts.
+//!
+//! **Replay** (EC volumes): every redo record the previous master left in
+//! its journal is written again, in order, to the usable parts of its rows
+//! with the repair operation and the record's own generations and covers
+//! (so replaying twice is harmless: the same blocks with the same records);
+//! parts that cannot take it are recorded stale. Then every backend is
+//! synced and the journal cut. A record is outstanding only if no FLUSH
+//! covered it, and overlapping row updates were journaled in their row-lock
+//! order, so the last record of a block is its last written value.
 //!
 //! **Reconcile** (chunks in the write-intent log, or every written chunk if
 //! the log cannot be trusted): per block, the copy with the highest valid
@@ -18,10 +27,96 @@ use qbd_core::backend::{BlockState, BlockWrite, PartId, PartRead, WriteData};
 use qbd_core::generation::Generation;
 
 use super::io::Segment;
+use super::journal::{Outstanding, RowUpdate};
 use super::range_lock::Mode;
 use super::{Volume, VolumeError};
 
 impl Volume {
+    /// Redoes the row updates the previous master journaled but did not
+    /// see synced, syncs the backends, and cuts the journal.
+    pub(super) async fn replay_journal(&self, out: Outstanding) -> Result<(), VolumeError> {
+        for note in &out.notes {
+            eprintln!("qbd-master: {note}");
+        }
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        if out.records.is_empty() {
+            return journal.replayed().await;
+        }
+        let k = self.geo.redundancy.data_parts();
+        let n = out.records.len();
+        for r in out.records {
+            let u = r.update;
+            self.check_update(&u).map_err(|why| {
+                VolumeError::Journal(format!("record {} (chunk {}): {why}", r.seq, u.chunk))
+            })?;
+            self.ensure_allocated(u.chunk).await?;
+            let targets: Vec<usize> = (0..self.geo.redundancy.parts())
+                .filter(|&p| self.usable(self.placement.slot(u.chunk, p), u.chunk))
+                .collect();
+            let results = self.apply_row_update(&u, &targets, true, false).await;
+            if let Err(e) = self
+                .settle_row_writes(u.chunk, k, &targets, results, false)
+                .await
+            {
+                eprintln!(
+                    "qbd-master: replay of journal record {} (chunk {}, rows from {}): {e}",
+                    r.seq, u.chunk, u.first_row
+                );
+            }
+        }
+        self.flush_all().await?;
+        journal.replayed().await?;
+        eprintln!("qbd-master: replayed {n} journal record(s)");
+        Ok(())
+    }
+
+    /// A record's shape against the volume's (its checksum held: a
+    /// mismatch is a bug or a foreign file, never replayed).
+    fn check_update(&self, u: &RowUpdate) -> Result<(), String> {
+        let ec = self.ec_state().map_err(|e| e.to_string())?;
+        let (k, bs) = (ec.k(), self.bs() as usize);
+        let rows = ec.rows.rows();
+        let in_chunk = |first: u32, count: u32| first.checked_add(count).is_some_and(|e| e <= rows);
+        if u.chunk >= self.geo.chunk_count()
+            || !in_chunk(u.first_row, u.covers.len() as u32)
+            || u.covers.iter().any(|c| c.gens().len() != k)
+        {
+            return Err("rows or covers outside the volume's geometry".into());
+        }
+        for p in &u.parts {
+            let len_ok = match &p.data {
+                WriteData::Bytes(b) => b.len() == p.count as usize * bs,
+                WriteData::Zero { .. } => true,
+            };
+            if usize::from(p.part) >= k + ec.m() || !in_chunk(p.first, p.count) || !len_ok {
+                return Err(format!("bad entry for part {}", p.part));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of an EC `chunk` that are not one codeword (torn, or without a
+    /// decode set): none after recovery. For scrubbing and tests.
+    pub async fn ec_inconsistent_rows(&self, chunk: u64) -> Result<Vec<u32>, VolumeError> {
+        let ec = self.ec_state()?;
+        if !self.allocated.get(chunk) {
+            return Ok(Vec::new());
+        }
+        let (a, b) = self.lock_range(self.whole_chunk(chunk));
+        let _g = self.locks.lock(a, b, Mode::Shared).await;
+        let run = self.read_run(chunk, 0..ec.rows.rows()).await;
+        let mut bad = Vec::new();
+        for i in 0..run.rows.len() {
+            let v = run.verdict(ec.k(), ec.m(), i)?;
+            if v.is_torn() || v.decode_set().is_none() {
+                bad.push(run.rows.start + i as u32);
+            }
+        }
+        Ok(bad)
+    }
+
     pub(super) fn whole_chunk(&self, chunk: u64) -> Segment {
         let count = self.geo.blocks_per_chunk();
         Segment {

@@ -173,6 +173,7 @@ impl Volume {
     /// not synced are recorded as degraded before this returns.
     pub async fn flush_all(&self) -> Result<(), VolumeError> {
         let mark = self.intent.flush_started();
+        let journal_mark = self.journal.as_ref().map(|j| j.flush_started());
         // A failed backend misses this FLUSH: what it had not synced is stale.
         for s in (0..self.backends.len()).filter(|&s| self.health.is_failed(s)) {
             let chunks = self.health.take_unsynced(s);
@@ -200,6 +201,9 @@ impl Volume {
             return Err(VolumeError::NoCopy("no backend could sync".into()));
         }
         self.intent.flushed(mark);
+        if let (Some(j), Some(m)) = (&self.journal, journal_mark) {
+            j.flushed(m).await;
+        }
         Ok(())
     }
 }

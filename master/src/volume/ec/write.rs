@@ -7,10 +7,12 @@
 //!    reconstructed if their part is unusable; full rows read nothing;
 //! 2. the new parity of all touched rows is encoded in one call (the K data
 //!    runs, one per data part, are the same part blocks in every part);
-//! 3. one generation G is taken; every usable data part gets its written
-//!    blocks, every usable parity part its blocks of all touched rows, each
-//!    parity record covering, per row, G for the blocks written and the
-//!    read generation for the others;
+//! 3. one generation G is taken; the new blocks of every part become a
+//!    redo record in the master's journal, fsynced before any backend write
+//!    (`journal.rs`: the write hole); every usable data part gets its
+//!    written blocks, every usable parity part its blocks of all touched
+//!    rows, each parity record covering, per row, G for the blocks written
+//!    and the read generation for the others;
 //! 4. with at least K parts written, the missed ones (unusable or failed)
 //!    are recorded in the degraded map before the reply; fewer than K parts
 //!    usable or written: the write fails (EIO).
@@ -22,8 +24,10 @@
 use futures_util::future::join_all;
 use qbd_core::backend::{BlockWrite, PartId, WriteData};
 use qbd_core::ec::Cover;
+use qbd_core::generation::Generation;
 
 use super::super::io::Segment;
+use super::super::journal::{PartPut, RowUpdate};
 use super::super::range_lock::Mode;
 use super::super::{Volume, VolumeError};
 use super::parity::ParityWrite;
@@ -108,49 +112,137 @@ impl Volume {
             Some(ec.codec.encode(&shards)?)
         };
         let covers: Vec<Cover> = gens.chunks(k).map(Cover::new).collect::<Result<_, _>>()?;
-        let blocks = s.first..end;
+        let update = self.row_update(s, &rows, generation, covers, &buf, zero, parity)?;
+        let ticket = match &self.journal {
+            Some(j) => Some(j.append(&update).await?),
+            None => None,
+        };
+        let results = self.apply_row_update(&update, &targets, false, fua).await;
+        if let (Some(j), Some(t)) = (&self.journal, ticket) {
+            j.done(t);
+        }
+        self.settle_row_writes(s.chunk, k, &targets, results, fua)
+            .await?;
+        if let (Some(j), Some(t)) = (&self.journal, ticket)
+            && fua
+        {
+            j.synced(t).await;
+        }
+        if self.journal.as_ref().is_some_and(|j| j.wants_flush()) {
+            self.flush_all().await?;
+        }
+        Ok(())
+    }
+
+    /// The new blocks of every part: each data part's written blocks, each
+    /// parity part's blocks of every touched row.
+    #[allow(clippy::too_many_arguments)]
+    fn row_update(
+        &self,
+        s: Segment,
+        rows: &std::ops::Range<u32>,
+        generation: Generation,
+        covers: Vec<Cover>,
+        buf: &[u8],
+        zero: Option<bool>,
+        parity: Option<Vec<Vec<u8>>>,
+    ) -> Result<RowUpdate, VolumeError> {
+        let ec = self.ec_state()?;
+        let (k, bs) = (ec.k(), self.bs() as usize);
+        let blocks = s.first..s.first + s.count;
+        let mut parts = Vec::with_capacity(k + ec.m());
+        for p in 0..k {
+            let pr = ec.part_rows(p, blocks.clone());
+            if pr.is_empty() {
+                continue;
+            }
+            let data = match zero {
+                Some(punch) => WriteData::Zero { punch },
+                None => {
+                    let mut b = Vec::with_capacity(pr.len() * bs);
+                    for row in pr.clone() {
+                        let i = ((row - rows.start) as usize) * k + p;
+                        b.extend_from_slice(&buf[i * bs..(i + 1) * bs]);
+                    }
+                    WriteData::Bytes(b)
+                }
+            };
+            parts.push(PartPut {
+                part: p as u8,
+                first: pr.start,
+                count: pr.len() as u32,
+                data,
+            });
+        }
+        let mut parity = parity.map(Vec::into_iter);
+        for j in 0..ec.m() {
+            let data = match parity.as_mut().and_then(Iterator::next) {
+                Some(b) => WriteData::Bytes(b),
+                None => WriteData::Zero { punch: true },
+            };
+            parts.push(PartPut {
+                part: (k + j) as u8,
+                first: rows.start,
+                count: rows.len() as u32,
+                data,
+            });
+        }
+        Ok(RowUpdate {
+            chunk: s.chunk,
+            first_row: rows.start,
+            generation,
+            covers,
+            parts,
+        })
+    }
+
+    /// Writes a row update to the `targets` parts (with the repair
+    /// operation when replaying it); per target, whether it wrote.
+    pub(in crate::volume) async fn apply_row_update(
+        &self,
+        u: &RowUpdate,
+        targets: &[usize],
+        repair: bool,
+        fua: bool,
+    ) -> Vec<Result<bool, VolumeError>> {
+        let k = self.geo.redundancy.data_parts();
         let writes = targets.iter().map(|&p| {
+            let put = u.parts.iter().find(|x| usize::from(x.part) == p);
+            let slot = self.placement.slot(u.chunk, p);
             let id = PartId {
-                chunk: s.chunk,
+                chunk: u.chunk,
                 part: p as u8,
             };
-            let slot = self.placement.slot(s.chunk, p);
-            let data_write = (p < k).then(|| {
-                let pr = ec.part_rows(p, blocks.clone());
-                let payload = match zero {
-                    Some(punch) => WriteData::Zero { punch },
-                    None => {
-                        let mut b = Vec::with_capacity(pr.len() * bs);
-                        for row in pr.clone() {
-                            let i = ((row - rows.start) as usize) * k + p;
-                            b.extend_from_slice(&buf[i * bs..(i + 1) * bs]);
-                        }
-                        WriteData::Bytes(b)
-                    }
-                };
-                BlockWrite {
-                    part: id,
-                    first: pr.start,
-                    count: pr.len() as u32,
-                    data: payload,
-                    generation,
-                }
-            });
-            let parity_write = (p >= k).then(|| ParityWrite {
-                part: id,
-                first: rows.start,
-                bytes: parity.as_ref().map(|ps| ps[p - k].clone()),
-                covers: covers.clone(),
-                generation,
-            });
             async move {
-                match (data_write, parity_write) {
-                    (Some(w), _) if w.count == 0 => return Ok(false),
-                    (Some(w), _) => {
-                        self.backends[slot].write(w).await?;
+                let Some(put) = put.filter(|x| x.count > 0) else {
+                    return Ok(false);
+                };
+                if p < k {
+                    let w = BlockWrite {
+                        part: id,
+                        first: put.first,
+                        count: put.count,
+                        data: copy(&put.data),
+                        generation: u.generation,
+                    };
+                    let backend = &self.backends[slot];
+                    if repair {
+                        backend.repair(w).await?;
+                    } else {
+                        backend.write(w).await?;
                     }
-                    (None, Some(pw)) => self.write_parity(slot, pw, false).await?,
-                    (None, None) => return Ok(false),
+                } else {
+                    let pw = ParityWrite {
+                        part: id,
+                        first: put.first,
+                        bytes: match &put.data {
+                            WriteData::Bytes(b) => Some(b.clone()),
+                            WriteData::Zero { .. } => None,
+                        },
+                        covers: u.covers.clone(),
+                        generation: u.generation,
+                    };
+                    self.write_parity(slot, pw, repair).await?;
                 }
                 if fua {
                     self.backends[slot].sync(Some(vec![id])).await?;
@@ -158,14 +250,12 @@ impl Volume {
                 Ok::<bool, VolumeError>(true)
             }
         });
-        let results = join_all(writes).await;
-        self.settle_row_writes(s.chunk, k, &targets, results, fua)
-            .await
+        join_all(writes).await
     }
 
     /// Records what a row update missed; fails it when fewer than K parts
     /// of its rows hold it.
-    async fn settle_row_writes(
+    pub(in crate::volume) async fn settle_row_writes(
         &self,
         chunk: u64,
         k: usize,
@@ -222,4 +312,11 @@ pub(super) fn gather(rows: &[u8], bs: usize, k: usize, p: usize, n_rows: usize) 
         out.extend_from_slice(&rows[i * bs..(i + 1) * bs]);
     }
     out
+}
+
+fn copy(d: &WriteData) -> WriteData {
+    match d {
+        WriteData::Bytes(b) => WriteData::Bytes(b.clone()),
+        WriteData::Zero { punch } => WriteData::Zero { punch: *punch },
+    }
 }
