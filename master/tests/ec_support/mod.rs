@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use qbd_core::backend::Backend;
 use qbd_core::backend::dir::DirBackend;
-use qbd_core::backend::fault::{Action, FaultBackend, OpKind, Rule};
+use qbd_core::backend::fault::{Action, Event, FaultBackend, Gate, OpKind, Rule};
 use qbd_core::meta::volume::RequestedShape;
 use qbd_master::device::BlockDevice;
 use qbd_master::volume::{OpenRequest, Volume, open_volume};
@@ -53,6 +53,16 @@ impl Cluster {
 
     /// Opens the volume over fresh backends, each wrapped in a fault wrapper.
     pub async fn open(&self, crashable: bool) -> (Volume, Vec<Arc<FaultBackend>>) {
+        self.open_with(crashable, |_| {}).await
+    }
+
+    /// Like [`open`](Self::open), with faults set up before the volume opens
+    /// (e.g. a backend dead during recovery).
+    pub async fn open_with(
+        &self,
+        crashable: bool,
+        setup: impl FnOnce(&[Arc<FaultBackend>]),
+    ) -> (Volume, Vec<Arc<FaultBackend>>) {
         let faults: Vec<Arc<FaultBackend>> = self
             .dirs
             .iter()
@@ -61,6 +71,7 @@ impl Cluster {
                 Arc::new(FaultBackend::new(inner, crashable))
             })
             .collect();
+        setup(&faults);
         let backends = faults
             .iter()
             .map(|f| f.clone() as Arc<dyn Backend>)
@@ -100,6 +111,44 @@ pub fn kill(f: &FaultBackend) {
             times: None,
         });
     }
+}
+
+/// Holds every write to `chunk` on `f` at a new gate.
+pub fn hold_writes(f: &FaultBackend, chunk: u64) -> Gate {
+    let gate = Gate::new();
+    f.add_rule(Rule {
+        op: OpKind::Write,
+        chunk: Some(chunk),
+        block: None,
+        action: Action::Hold(gate.clone()),
+        times: None,
+    });
+    gate
+}
+
+/// Writes (and repairs) `f` has completed so far.
+pub fn writes_done(f: &FaultBackend) -> usize {
+    f.events()
+        .iter()
+        .filter(|e| matches!(e, Event::Write { .. }))
+        .count()
+}
+
+/// Waits until `f` has completed `n` writes (a parity write's record
+/// follows its data write without yielding, so it is complete too).
+pub async fn wait_writes(f: &FaultBackend, n: usize) {
+    while writes_done(f) < n {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// The journal file of the volume in `state`.
+pub fn journal_file(state: &Path) -> PathBuf {
+    std::fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "journal"))
+        .expect("a journal file")
 }
 
 /// A seeded xorshift generator (tests replay from the seed).
