@@ -14,9 +14,14 @@
 //! maintenance readmits it (re-opening the volume) when it answers again.
 //! Nothing is retried here.
 //!
-//! Epochs: `Allocate`, `Recreate` and `SetStale` carry this master's epoch
-//! for the volume so the node can refuse them once a newer master has taken
-//! it (`StaleEpoch`), as it refuses the writes of an older epoch. That epoch
+//! Raw block operations (`read_raw`, `write_raw`: how EC parity records and
+//! their covers are stored) are the `ReadRaw` and `WriteRaw` requests, one
+//! block each; a raw reply must hold exactly one block of data.
+//!
+//! Epochs: `Allocate`, `Recreate`, `SetStale` and `WriteRaw` carry this
+//! master's epoch for the volume so the node can refuse them once a newer
+//! master has taken it (`StaleEpoch`), as it refuses the writes of an older
+//! epoch. That epoch
 //! is the highest one this backend has successfully saved (`save_meta`, the
 //! epoch compare-and-set) or, before any, opened the volume with; a node's
 //! epoch only grows, so the highest accepted is the last.
@@ -418,26 +423,57 @@ impl Backend for NodeBackend {
         Box::pin(self.set_stale(of, chunks, false))
     }
 
-    fn read_raw(&self, _part: PartId, _block: u32) -> BoxFut<'_, BackendResult<RawBlock>> {
-        Box::pin(async move { Err(self.not_supported("read_raw")) })
+    fn read_raw(&self, part: PartId, block: u32) -> BoxFut<'_, BackendResult<RawBlock>> {
+        Box::pin(async move {
+            let o = self.opened()?;
+            let req = Request::ReadRaw {
+                volume: o.number,
+                part,
+                block,
+            };
+            let resp = self.ask(req, Some(part)).await?;
+            self.raw_reply(o, resp)
+        })
     }
 
     fn write_raw(
         &self,
-        _part: PartId,
-        _block: u32,
-        _data: Option<Vec<u8>>,
-        _record: Option<[u8; RECORD_SIZE]>,
+        part: PartId,
+        block: u32,
+        data: Option<Vec<u8>>,
+        record: Option<[u8; RECORD_SIZE]>,
     ) -> BoxFut<'_, BackendResult<()>> {
-        Box::pin(async move { Err(self.not_supported("write_raw")) })
+        Box::pin(
+            self.part_request(part, move |volume, epoch, part| Request::WriteRaw {
+                volume,
+                epoch,
+                part,
+                block,
+                record: record.map(Box::new),
+                data,
+            }),
+        )
     }
 }
 
 impl NodeBackend {
-    /// The raw block operations are for tests on local backends only.
-    fn not_supported(&self, op: &str) -> BackendError {
-        let why = format!("{op} is not supported over the network");
-        self.io(io::Error::new(io::ErrorKind::Unsupported, why))
+    fn raw_reply(&self, o: Opened, resp: Response) -> BackendResult<RawBlock> {
+        let Response::RawBlock { record, data } = resp else {
+            return Err(self.unexpected("ReadRaw", &resp));
+        };
+        if data.len() as u64 != u64::from(o.block_size) {
+            let why = format!(
+                "{} answered {} raw bytes for a block of {}",
+                self.describe(),
+                data.len(),
+                o.block_size
+            );
+            return Err(CoreError::malformed("node response", why).into());
+        }
+        Ok(RawBlock {
+            data,
+            record: *record,
+        })
     }
 }
 
@@ -475,6 +511,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::Sync { .. } => "Sync",
         Request::LoadStale { .. } => "LoadStale",
         Request::SetStale { .. } => "SetStale",
+        Request::ReadRaw { .. } => "ReadRaw",
+        Request::WriteRaw { .. } => "WriteRaw",
     }
 }
 
@@ -491,6 +529,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Written { .. } => "Written",
         Response::Stale(_) => "Stale",
         Response::Error { .. } => "Error",
+        Response::RawBlock { .. } => "RawBlock",
     }
 }
 
@@ -791,7 +830,79 @@ mod tests {
         assert!(e.to_string().contains("why"), "{e}");
         let e = b.allocate(PART).await.unwrap_err();
         assert!(e.to_string().contains("gone"), "{e}");
-        assert!(b.read_raw(PART, 0).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn raw_operations_carry_volume_epoch_and_one_block() {
+        let m = meta();
+        let mut next = m.clone();
+        next.epoch = 5;
+        let rec = [0x11; RECORD_SIZE];
+        let raw = |len| {
+            Ok(Response::RawBlock {
+                record: Box::new(rec),
+                data: vec![7; len],
+            })
+        };
+        let (b, t) = backend(vec![
+            opened_reply(&m),
+            raw(4096),
+            raw(4095),
+            Ok(Response::Done), // Read answered Done
+            Ok(Response::Done), // WriteRaw at the open epoch
+            Ok(Response::Done), // SaveMeta 5
+            Ok(Response::Done), // WriteRaw
+            Ok(Response::Error {
+                code: ErrorCode::PartMissing,
+                message: "no part".into(),
+            }),
+        ]);
+        assert!(matches!(
+            b.read_raw(PART, 0).await,
+            Err(BackendError::NotOpen(_))
+        ));
+        b.open_volume(m).await.unwrap();
+        let got = b.read_raw(PART, 9).await.unwrap();
+        assert_eq!(got.record, rec);
+        assert_eq!(got.data, vec![7; 4096]);
+        let e = b.read_raw(PART, 9).await.unwrap_err();
+        assert!(e.to_string().contains("4095 raw bytes"), "{e}");
+        assert!(b.read_raw(PART, 9).await.is_err(), "Done is no RawBlock");
+        b.write_raw(PART, 3, None, Some(rec)).await.unwrap();
+        b.save_meta(next).await.unwrap();
+        b.write_raw(PART, 4, Some(vec![2; 4096]), None)
+            .await
+            .unwrap();
+        let e = b.write_raw(PART, 4, None, Some(rec)).await.unwrap_err();
+        assert!(
+            matches!(e, BackendError::PartMissing { part: PART, .. }),
+            "{e}"
+        );
+        let sent = t.sent.lock().unwrap();
+        assert_eq!(
+            sent[1],
+            Request::ReadRaw {
+                volume: 4,
+                part: PART,
+                block: 9
+            }
+        );
+        assert_eq!(
+            sent[4],
+            Request::WriteRaw {
+                volume: 4,
+                epoch: 3,
+                part: PART,
+                block: 3,
+                record: Some(Box::new(rec)),
+                data: None
+            }
+        );
+        assert!(
+            matches!(&sent[6], Request::WriteRaw { epoch: 5, block: 4, record: None, data: Some(d), .. } if d.len() == 4096),
+            "{:?}",
+            sent[6]
+        );
     }
 
     #[tokio::test]

@@ -8,9 +8,14 @@
 //!   ≥ the volume's, which it then becomes;
 //! - `Write` (normal or repair) is accepted only if its generation's epoch
 //!   is ≥ the volume's epoch; then the backend's generation rule applies;
-//! - `Allocate`, `Recreate` and `SetStale` are accepted only if their
-//!   `epoch` is ≥ the volume's epoch (a master that lost the volume must not
-//!   empty a part or clear a degraded-map bit). `Sync` is not fenced.
+//! - `Allocate`, `Recreate`, `SetStale` and `WriteRaw` are accepted only
+//!   if their `epoch` is ≥ the volume's epoch (a master that lost the
+//!   volume must not empty a part, clear a degraded-map bit or overwrite a
+//!   parity record). `Sync`, `Read` and `ReadRaw` are not fenced.
+//!
+//! `WriteRaw` bypasses the part file's checks (it is how a master stores
+//! EC parity records), so its data must be exactly one block: the node
+//! never lets raw bytes spill into a neighbouring block.
 //!
 //! Fenced requests hold the epoch lock shared for their whole duration, as
 //! `SaveMeta` holds it exclusively: once a `SaveMeta` to epoch E has
@@ -19,8 +24,9 @@
 use std::sync::Arc;
 
 use qbd_core::backend::{
-    Backend, BlockState, BlockWrite, PartId, PartRead, WriteData, WriteOutcome,
+    Backend, BlockState, BlockWrite, PartId, PartRead, RawBlock, WriteData, WriteOutcome,
 };
+use qbd_core::format::record::RECORD_SIZE;
 use qbd_core::generation::Generation;
 use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::placement::BackendId;
@@ -31,6 +37,16 @@ use crate::error::Refusal;
 use crate::node::{Node, NodeVolume};
 
 type Answer = Result<Response, Refusal>;
+
+/// A `WriteRaw` request's fields.
+struct RawWriteReq {
+    volume: u16,
+    epoch: u64,
+    part: PartId,
+    block: u32,
+    record: Option<Box<[u8; RECORD_SIZE]>>,
+    data: Option<Vec<u8>>,
+}
 
 /// A `Write` request's fields.
 struct WriteReq {
@@ -103,6 +119,29 @@ impl Node {
                 stale,
                 chunks,
             } => self.set_stale(volume, epoch, of, stale, chunks).await,
+            Request::ReadRaw {
+                volume,
+                part,
+                block,
+            } => self.read_raw(volume, part, block).await,
+            Request::WriteRaw {
+                volume,
+                epoch,
+                part,
+                block,
+                record,
+                data,
+            } => {
+                self.write_raw(RawWriteReq {
+                    volume,
+                    epoch,
+                    part,
+                    block,
+                    record,
+                    data,
+                })
+                .await
+            }
         };
         answer.unwrap_or_else(Refusal::into_response)
     }
@@ -253,6 +292,39 @@ impl Node {
         } else {
             v.backend.clear_stale(BackendId(of), chunks).await?;
         }
+        drop(current);
+        Ok(Response::Done)
+    }
+
+    async fn read_raw(&self, volume: u16, part: PartId, block: u32) -> Answer {
+        let v = self.touched(volume)?;
+        let RawBlock { data, record } = v.backend.read_raw(part, block).await?;
+        Ok(Response::RawBlock {
+            record: Box::new(record),
+            data,
+        })
+    }
+
+    /// The epoch fence, then the raw overwrite of one block's bytes.
+    async fn write_raw(&self, w: RawWriteReq) -> Answer {
+        let v = self.touched(w.volume)?;
+        if let Some(data) = &w.data {
+            let block_size = v.opened.lock().await.as_ref().map(|m| m.block_size);
+            let block_size = block_size.ok_or_else(|| Refusal::not_open(w.volume))?;
+            if data.len() != block_size as usize {
+                return Err(Refusal::invalid(format!(
+                    "raw write of {} data bytes to a block of {block_size}",
+                    data.len()
+                )));
+            }
+        }
+        let current = v.epoch.read().await;
+        if w.epoch < *current {
+            return Err(Refusal::stale_epoch("WriteRaw", w.epoch, *current));
+        }
+        v.backend
+            .write_raw(w.part, w.block, w.data, w.record.map(|r| *r))
+            .await?;
         drop(current);
         Ok(Response::Done)
     }

@@ -3,7 +3,9 @@
 //! back. Driven through `Node::handle`, no sockets.
 
 use qbd_core::backend::PartId;
+use qbd_core::ec::{Cover, PartMeta};
 use qbd_core::format::alloc::{AllocMap, BitmapKind};
+use qbd_core::format::record::{MetaRecord, RECORD_SIZE, RecordPos};
 use qbd_core::generation::Generation;
 use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::proto::msg::{ErrorCode, Request, Response, WireBlockState, WriteMode};
@@ -451,4 +453,162 @@ async fn expect_unwritten(node: &Node, block: u32) {
         panic!("read failed");
     };
     assert_eq!(states, vec![WireBlockState::Unwritten]);
+}
+
+fn read_raw(block: u32) -> Request {
+    Request::ReadRaw {
+        volume: VOL,
+        part: PART,
+        block,
+    }
+}
+
+/// A `WriteRaw` of `PART`'s `block` at `epoch`.
+fn write_raw(
+    epoch: u64,
+    block: u32,
+    record: Option<[u8; RECORD_SIZE]>,
+    data: Option<Vec<u8>>,
+) -> Request {
+    Request::WriteRaw {
+        volume: VOL,
+        epoch,
+        part: PART,
+        block,
+        record: record.map(Box::new),
+        data,
+    }
+}
+
+/// The raw bytes of `PART`'s `block`.
+async fn raw(node: &Node, block: u32) -> ([u8; RECORD_SIZE], Vec<u8>) {
+    match node.handle(read_raw(block)).await {
+        Response::RawBlock { record, data } => (*record, data),
+        other => panic!("raw read failed: {other:?}"),
+    }
+}
+
+/// `block`'s record at `PART` decoded.
+fn decoded(record: &[u8; RECORD_SIZE], block: u32) -> MetaRecord {
+    let pos = RecordPos {
+        chunk: PART.chunk,
+        part: PART.part,
+        block,
+    };
+    MetaRecord::decode(record, pos).expect("record decodes")
+}
+
+/// The step EC parity takes over a node: a normal write of the parity
+/// bytes, then its parity record (the cover) through `WriteRaw`; `ReadRaw`
+/// returns it, and the normal read still verifies the block.
+#[tokio::test]
+async fn raw_records_carry_parity_covers_through_the_node() {
+    let (_dir, node, _uuid) = two_masters().await;
+    let g = Generation::new(6, 7);
+    assert_eq!(node.handle(write(3, g, 0x3c)).await, written(1, 0));
+    let (record, data) = raw(&node, 3).await;
+    assert_eq!(data, vec![0x3c; BS]);
+    assert_eq!(decoded(&record, 3).generation, g);
+    assert_eq!(
+        PartMeta::parity(&decoded(&record, 3), 4),
+        PartMeta::Unavailable
+    );
+
+    let cover = Cover::new(&[g, Generation::new(6, 1), Generation::NONE, g]).expect("cover");
+    let pos = RecordPos {
+        chunk: PART.chunk,
+        part: PART.part,
+        block: 3,
+    };
+    let parity = cover.parity_record(&data, g).encode(pos);
+    let r = node.handle(write_raw(6, 3, Some(parity), None)).await;
+    assert_eq!(r, Response::Done);
+    let (record, data) = raw(&node, 3).await;
+    assert_eq!(record, parity);
+    assert_eq!(
+        data,
+        vec![0x3c; BS],
+        "a record-only raw write keeps the data"
+    );
+    assert_eq!(
+        PartMeta::parity(&decoded(&record, 3), 4),
+        PartMeta::Parity(cover)
+    );
+    expect_block(&node, 3, g, 0x3c).await;
+
+    // Data and record together (crash simulation, tests); a never-written
+    // block reads raw as zeros.
+    let r = node
+        .handle(write_raw(
+            7,
+            4,
+            Some([0xee; RECORD_SIZE]),
+            Some(vec![0x44; BS]),
+        ))
+        .await;
+    assert_eq!(r, Response::Done, "a newer epoch is accepted");
+    assert_eq!(raw(&node, 4).await, ([0xee; RECORD_SIZE], vec![0x44; BS]));
+    assert_eq!(raw(&node, 5).await, ([0; RECORD_SIZE], vec![0; BS]));
+    assert_eq!(
+        node.epoch(VOL).await,
+        Some(6),
+        "only SaveMeta moves the epoch"
+    );
+}
+
+#[tokio::test]
+async fn an_older_epochs_master_cannot_overwrite_a_parity_record() {
+    let (_dir, node, _uuid) = two_masters().await;
+    let before = raw(&node, 0).await;
+    let forged = write_raw(5, 0, Some([0xab; RECORD_SIZE]), Some(vec![0xcd; BS]));
+    let r = node.handle(forged).await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
+    let r = node
+        .handle(write_raw(5, 0, Some([0; RECORD_SIZE]), None))
+        .await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
+    assert_eq!(
+        raw(&node, 0).await,
+        before,
+        "a refused raw write changed the block"
+    );
+    expect_block(&node, 0, Generation::new(6, 1), 0xB0).await;
+}
+
+#[tokio::test]
+async fn raw_requests_outside_the_volume_or_a_block_are_refused() {
+    let (_dir, node, _uuid) = node_with_volume().await;
+    let short = write_raw(0, 1, None, Some(vec![1; BS - 1]));
+    assert_eq!(code(&node.handle(short).await), Some(ErrorCode::Invalid));
+    let long = write_raw(0, 1, Some([0; RECORD_SIZE]), Some(vec![1; BS + 1]));
+    assert_eq!(code(&node.handle(long).await), Some(ErrorCode::Invalid));
+    assert_eq!(
+        raw(&node, 1).await,
+        ([0; RECORD_SIZE], vec![0; BS]),
+        "nothing written"
+    );
+    let outside = write_raw(0, 1 << 20, Some([0; RECORD_SIZE]), None);
+    assert_eq!(code(&node.handle(outside).await), Some(ErrorCode::Invalid));
+    assert_eq!(
+        code(&node.handle(read_raw(1 << 20)).await),
+        Some(ErrorCode::Invalid)
+    );
+    let unallocated = Request::WriteRaw {
+        volume: VOL,
+        epoch: 0,
+        part: PartId { chunk: 1, part: 0 },
+        block: 0,
+        record: Some(Box::new([0; RECORD_SIZE])),
+        data: None,
+    };
+    assert_eq!(
+        code(&node.handle(unallocated).await),
+        Some(ErrorCode::PartMissing)
+    );
+    let other = Request::ReadRaw {
+        volume: VOL + 1,
+        part: PART,
+        block: 0,
+    };
+    assert_eq!(code(&node.handle(other).await), Some(ErrorCode::NotOpen));
 }

@@ -30,18 +30,21 @@
 //! | 0x0b   | `Recreate`      |        |           |
 //! | 0x0c   | `Sync`          |        |           |
 //! | 0x0d   | `LoadStale`     |        |           |
-//! | 0x0e   | `SetStale`      |        |           |
+//! | 0x0e   | `SetStale`      | 0x8b   | `RawBlock`|
+//! | 0x0f   | `ReadRaw`       |        |           |
+//! | 0x10   | `WriteRaw`      |        |           |
 //!
 //! Fenced by epoch at the node (`StaleEpoch` when older than the volume's
 //! current epoch): `Write` through its generation's epoch, and `Allocate`,
-//! `Recreate` and `SetStale` through their `epoch` field (the sender's
-//! epoch for the volume, encoded as a u64 right after `volume`). `SaveMeta`
-//! is the epoch compare-and-set itself.
+//! `Recreate`, `SetStale` and `WriteRaw` through their `epoch` field (the
+//! sender's epoch for the volume, encoded as a u64 right after `volume`).
+//! `SaveMeta` is the epoch compare-and-set itself.
 
 use uuid::Uuid;
 
 use super::ProtoError;
 use crate::backend::PartId;
+use crate::format::record::RECORD_SIZE;
 
 /// Largest payload a frame may carry (a 32 MiB write plus headers).
 pub const MAX_PAYLOAD: u32 = (32 << 20) + 4096;
@@ -167,6 +170,34 @@ pub enum Request {
         /// Chunks.
         chunks: Vec<u64>,
     },
+    /// `Backend::read_raw`: one block's stored data and record bytes,
+    /// unchecked (EC parity covers live in the record).
+    ReadRaw {
+        /// Volume number.
+        volume: u16,
+        /// Part.
+        part: PartId,
+        /// Block in the part.
+        block: u32,
+    },
+    /// `Backend::write_raw`: overwrites one block's data and/or record
+    /// bytes as given (no generation rule; how a parity record is stored).
+    WriteRaw {
+        /// Volume number.
+        volume: u16,
+        /// The sender's epoch for the volume (refused if older than the
+        /// node's).
+        epoch: u64,
+        /// Part.
+        part: PartId,
+        /// Block in the part.
+        block: u32,
+        /// The record bytes, if they are replaced (boxed: keeps every
+        /// `Request` small).
+        record: Option<Box<[u8; RECORD_SIZE]>>,
+        /// The data bytes (one whole block), if they are replaced.
+        data: Option<Vec<u8>>,
+    },
 }
 
 /// What the node found for one block (mirrors `BlockState`).
@@ -239,6 +270,13 @@ pub enum Response {
     },
     /// To `LoadStale`: (backend, encoded stale map file).
     Stale(Vec<(Uuid, Vec<u8>)>),
+    /// To `ReadRaw`: the block's bytes as stored.
+    RawBlock {
+        /// The record bytes (boxed: keeps every `Response` small).
+        record: Box<[u8; RECORD_SIZE]>,
+        /// The data bytes (one block).
+        data: Vec<u8>,
+    },
     /// Any request that failed.
     Error {
         /// Why.
@@ -278,6 +316,10 @@ pub mod op {
     pub const LOAD_STALE: u16 = 0x0d;
     /// `Request::SetStale`.
     pub const SET_STALE: u16 = 0x0e;
+    /// `Request::ReadRaw`.
+    pub const READ_RAW: u16 = 0x0f;
+    /// `Request::WriteRaw`.
+    pub const WRITE_RAW: u16 = 0x10;
 
     /// `Response::Pong`.
     pub const PONG: u16 = 0x81;
@@ -299,6 +341,8 @@ pub mod op {
     pub const STALE: u16 = 0x89;
     /// `Response::Error`.
     pub const ERROR: u16 = 0x8a;
+    /// `Response::RawBlock`.
+    pub const RAW_BLOCK: u16 = 0x8b;
 }
 
 /// Bytes of a `Write` payload before the data bytes (volume, part, first,
@@ -532,6 +576,8 @@ impl Request {
             Request::Sync { .. } => op::SYNC,
             Request::LoadStale { .. } => op::LOAD_STALE,
             Request::SetStale { .. } => op::SET_STALE,
+            Request::ReadRaw { .. } => op::READ_RAW,
+            Request::WriteRaw { .. } => op::WRITE_RAW,
         }
     }
 
@@ -617,6 +663,45 @@ impl Request {
                 put_len(out, chunks.len());
                 for c in chunks {
                     put_u64(out, *c);
+                }
+            }
+            Request::ReadRaw {
+                volume,
+                part,
+                block,
+            } => {
+                put_u16(out, *volume);
+                put_part(out, *part);
+                put_u32(out, *block);
+            }
+            Request::WriteRaw {
+                volume,
+                epoch,
+                part,
+                block,
+                record,
+                data,
+            } => {
+                out.reserve(
+                    2 + 8 + 9 + 4 + 1 + RECORD_SIZE + 1 + 4 + data.as_ref().map_or(0, Vec::len),
+                );
+                put_u16(out, *volume);
+                put_u64(out, *epoch);
+                put_part(out, *part);
+                put_u32(out, *block);
+                match record {
+                    None => out.push(0),
+                    Some(rec) => {
+                        out.push(1);
+                        out.extend_from_slice(&rec[..]);
+                    }
+                }
+                match data {
+                    None => out.push(0),
+                    Some(d) => {
+                        out.push(1);
+                        put_bytes(out, d);
+                    }
                 }
             }
         }
@@ -707,6 +792,27 @@ impl Request {
                     chunks,
                 }
             }
+            op::READ_RAW => Request::ReadRaw {
+                volume: r.u16()?,
+                part: r.part()?,
+                block: r.u32()?,
+            },
+            op::WRITE_RAW => Request::WriteRaw {
+                volume: r.u16()?,
+                epoch: r.u64()?,
+                part: r.part()?,
+                block: r.u32()?,
+                record: if r.option()? {
+                    Some(Box::new(r.array()?))
+                } else {
+                    None
+                },
+                data: if r.option()? {
+                    Some(r.bytes()?.to_vec())
+                } else {
+                    None
+                },
+            },
             other => return Err(r.err(format!("unknown opcode {other:#06x}"))),
         };
         r.finish(req)
@@ -727,6 +833,7 @@ impl Response {
             Response::Written { .. } => op::WRITTEN,
             Response::Stale(_) => op::STALE,
             Response::Error { .. } => op::ERROR,
+            Response::RawBlock { .. } => op::RAW_BLOCK,
         }
     }
 
@@ -801,6 +908,11 @@ impl Response {
                 put_u16(out, code.to_u16());
                 put_bytes(out, message.as_bytes());
             }
+            Response::RawBlock { record, data } => {
+                out.reserve(RECORD_SIZE + 4 + data.len());
+                out.extend_from_slice(&record[..]);
+                put_bytes(out, data);
+            }
         }
     }
 
@@ -866,6 +978,10 @@ impl Response {
                 code: ErrorCode::from_u16(r.u16()?),
                 message: r.string()?,
             },
+            op::RAW_BLOCK => Response::RawBlock {
+                record: Box::new(r.array()?),
+                data: r.bytes()?.to_vec(),
+            },
             other => return Err(r.err(format!("unknown opcode {other:#06x}"))),
         };
         r.finish(resp)
@@ -893,6 +1009,7 @@ mod tests {
 
     /// One golden vector (or more) per request variant.
     fn golden_requests() -> Vec<(Request, Vec<u8>)> {
+        let rec = record_hex();
         let p = PartId {
             chunk: 0x0102_0304_0506_0708,
             part: 2,
@@ -1026,11 +1143,79 @@ mod tests {
                 },
                 h(&format!("0200 0000800000000000 {UUID_HEX} 00 00000000")),
             ),
+            (
+                Request::ReadRaw {
+                    volume: 7,
+                    part: p,
+                    block: 0x0102_0304,
+                },
+                h("0700 0807060504030201 02 04030201"),
+            ),
+            (
+                // The example of docs/node-protocol.md §5.
+                Request::WriteRaw {
+                    volume: 3,
+                    epoch: 6,
+                    part: PartId { chunk: 1, part: 4 },
+                    block: 2,
+                    record: Some(Box::new(record())),
+                    data: None,
+                },
+                h(&format!(
+                    "0300 0600000000000000 0100000000000000 04 02000000 01 {rec} 00"
+                )),
+            ),
+            (
+                Request::WriteRaw {
+                    volume: 1,
+                    epoch: u64::MAX,
+                    part: p,
+                    block: 0,
+                    record: None,
+                    data: Some(vec![0xaa, 0xbb]),
+                },
+                h("0100 ffffffffffffffff 0807060504030201 02 00000000 00 01 02000000 aabb"),
+            ),
+            (
+                Request::WriteRaw {
+                    volume: 1,
+                    epoch: 1,
+                    part: p,
+                    block: 9,
+                    record: Some(Box::new(record())),
+                    data: Some(vec![]),
+                },
+                h(&format!(
+                    "0100 0100000000000000 0807060504030201 02 09000000 01 {rec} 01 00000000"
+                )),
+            ),
+            (
+                Request::WriteRaw {
+                    volume: 1,
+                    epoch: 1,
+                    part: p,
+                    block: 9,
+                    record: None,
+                    data: None,
+                },
+                h("0100 0100000000000000 0807060504030201 02 09000000 00 00"),
+            ),
         ]
+    }
+
+    /// A recognisable record: bytes 0, 1, 2, ... (mod 256).
+    fn record() -> [u8; RECORD_SIZE] {
+        core::array::from_fn(|i| i as u8)
+    }
+
+    /// `record()` as spaced hex.
+    fn record_hex() -> String {
+        record().iter().map(|b| format!("{b:02x} ")).collect()
     }
 
     /// One golden vector (or more) per response variant.
     fn golden_responses() -> Vec<(Response, Vec<u8>)> {
+        let rec = record_hex();
         vec![
             (Response::Pong, vec![]),
             (Response::Done, vec![]),
@@ -1085,6 +1270,13 @@ mod tests {
                 },
                 h("3412 00000000"),
             ),
+            (
+                Response::RawBlock {
+                    record: Box::new(record()),
+                    data: vec![0xcc; 3],
+                },
+                h(&format!("{rec} 03000000 cccccc")),
+            ),
         ]
     }
 
@@ -1104,10 +1296,10 @@ mod tests {
     fn every_variant_has_a_golden_vector() {
         let reqs: std::collections::BTreeSet<u16> =
             golden_requests().iter().map(|(r, _)| r.opcode()).collect();
-        assert_eq!(reqs, (0x01..=0x0e).collect());
+        assert_eq!(reqs, (0x01..=0x10).collect());
         let resps: std::collections::BTreeSet<u16> =
             golden_responses().iter().map(|(r, _)| r.opcode()).collect();
-        assert_eq!(resps, (0x81..=0x8a).collect());
+        assert_eq!(resps, (0x81..=0x8b).collect());
     }
 
     #[test]
@@ -1186,6 +1378,37 @@ mod tests {
     }
 
     #[test]
+    fn raw_blocks_round_trip_at_the_largest_block_size() {
+        let data: Vec<u8> = (0..64 << 10).map(|i: u32| (i * 7) as u8).collect();
+        let rec: [u8; RECORD_SIZE] = core::array::from_fn(|i| 0xff - i as u8);
+        let req = Request::WriteRaw {
+            volume: 9,
+            epoch: 1 << 23,
+            part: PartId { chunk: 3, part: 5 },
+            block: 15,
+            record: Some(Box::new(rec)),
+            data: Some(data.clone()),
+        };
+        let b = enc_req(&req);
+        assert_eq!(
+            b.len(),
+            2 + 8 + 9 + 4 + 1 + RECORD_SIZE + 1 + 4 + data.len()
+        );
+        assert_eq!(
+            &b[b.len() - data.len()..],
+            &data[..],
+            "data is the last field"
+        );
+        assert_eq!(Request::decode(req.opcode(), &b), Ok(req));
+        let resp = Response::RawBlock {
+            record: Box::new(rec),
+            data,
+        };
+        let b = enc_resp(&resp);
+        assert_eq!(Response::decode(resp.opcode(), &b), Ok(resp));
+    }
+
+    #[test]
     fn every_truncation_and_a_trailing_byte_rejected() {
         for (req, bytes) in golden_requests() {
             for n in 0..bytes.len() {
@@ -1213,7 +1436,7 @@ mod tests {
 
     #[test]
     fn unknown_opcodes_rejected() {
-        for opc in [0u16, 0x0f, 0x80, 0x8b, 0xffff] {
+        for opc in [0u16, 0x11, 0x80, 0x8c, 0xffff] {
             assert!(Request::decode(opc, &[]).is_err(), "{opc}");
             assert!(Response::decode(opc, &[]).is_err(), "{opc}");
         }
@@ -1251,6 +1474,20 @@ mod tests {
                 op::WRITE,
                 h("0100 0200000000000000 01 00000000 08000000 0900000000000000 01 00 01000000 00"),
             ), // data in a zeroing write
+            (
+                op::WRITE_RAW,
+                h("0100 0100000000000000 0807060504030201 02 09000000 02 00"),
+            ), // record option byte 2
+            (
+                op::WRITE_RAW,
+                h("0100 0100000000000000 0807060504030201 02 09000000 00 01"),
+            ), // data announced, no length
+            (
+                op::WRITE_RAW,
+                h("0100 0100000000000000 0807060504030201 02 09000000 01 00 00"),
+            ), // a 2-byte record
+            (op::WRITE_RAW, h("0100 0807060504030201 02 09000000 00 00")), // no epoch
+            (op::READ_RAW, h("0100 0807060504030201 02 0900")), // 2-byte block
         ];
         for (opc, b) in bad_req {
             assert!(Request::decode(opc, &b).is_err(), "{opc:#x} {b:02x?}");
@@ -1262,6 +1499,8 @@ mod tests {
             (op::BLOCKS, h("ffffff00 00")),          // count beyond the bytes
             (op::STALE, h("02000000 00")),
             (op::NUMBERS, h("03000000 0100 0200")),
+            (op::RAW_BLOCK, h("00000000")), // a 4-byte record
+            (op::RAW_BLOCK, vec![0; RECORD_SIZE + 3]), // data length cut
         ];
         for (opc, b) in bad_resp {
             assert!(Response::decode(opc, &b).is_err(), "{opc:#x} {b:02x?}");
@@ -1307,8 +1546,8 @@ mod tests {
         let mut decoded = 0;
         for _ in 0..20_000 {
             let opc = match rng.below(4) {
-                0 => 1 + rng.below(14) as u16,
-                1 => 0x81 + rng.below(10) as u16,
+                0 => 1 + rng.below(16) as u16,
+                1 => 0x81 + rng.below(11) as u16,
                 2 => rng.next() as u16,
                 _ => rng.below(0x90) as u16,
             };

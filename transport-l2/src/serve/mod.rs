@@ -20,12 +20,12 @@
 //!   engine — not acknowledged, forgotten — so the master's
 //!   retransmission of the genuine bytes still gets through; it is
 //!   counted through [`Service::rejected`].
-//! - A quick request ([`Service::inline`]: pings, reads) is polled once
-//!   inline on the polling thread (inside the tokio runtime's context) and
-//!   usually finishes there, with no thread hop. Other requests (writes,
-//!   syncs: they may block on a disk), and quick ones that were not ready,
-//!   run in tokio tasks whose answers come back through a queue and the
-//!   poller's doorbell.
+//! - A quick request ([`Service::inline`]: pings, reads, raw reads) is
+//!   polled once inline on the polling thread (inside the tokio runtime's
+//!   context) and usually finishes there, with no thread hop. Other
+//!   requests (writes, syncs: they may block on a disk), and quick ones
+//!   that were not ready, run in tokio tasks whose answers come back
+//!   through a queue and the poller's doorbell.
 
 mod handler;
 mod session;
@@ -52,9 +52,13 @@ pub trait Service: Send + Sync + 'static {
     fn call(&self, req: Request) -> BoxFut<'static, Response>;
     /// Whether `req` may be tried inline on the polling thread first: only
     /// requests that normally finish in microseconds (the thread must not
-    /// block on a disk while frames queue up). Default: pings and reads.
+    /// block on a disk while frames queue up). Default: pings, reads and
+    /// raw reads (one block and its record: the same path as a read).
     fn inline(&self, req: &Request) -> bool {
-        matches!(req, Request::Ping | Request::Read { .. })
+        matches!(
+            req,
+            Request::Ping | Request::Read { .. } | Request::ReadRaw { .. }
+        )
     }
     /// A message of an established session failed to authenticate or
     /// decode (count it).
