@@ -51,7 +51,6 @@ pub async fn open_volume(
         Some(nr) => load(&backends, nr, req).await?,
     };
     let slots = bind_slots(&backends, &meta)?;
-    check_ec_backends(&slots, &meta).await?;
     let mut alloc = None;
     for b in &slots {
         let decoded = b.open_volume(meta.clone()).await?;
@@ -156,35 +155,6 @@ async fn load_health(
         }
     }
     Ok(health)
-}
-
-/// EC parity records travel through the raw block operations, which only
-/// local backends carry so far (see `ec/parity.rs`): refuse EC volumes on
-/// backends without them instead of failing every parity write.
-async fn check_ec_backends(
-    slots: &[Arc<dyn Backend>],
-    meta: &VolumeMeta,
-) -> Result<(), VolumeError> {
-    if !matches!(meta.geometry()?.redundancy, Redundancy::Ec { .. }) {
-        return Ok(());
-    }
-    for b in slots {
-        let probe = b
-            .read_raw(qbd_core::backend::PartId { chunk: 0, part: 0 }, 0)
-            .await;
-        if let Err(qbd_core::backend::BackendError::Core(qbd_core::CoreError::Io {
-            source, ..
-        })) = &probe
-            && source.kind() == std::io::ErrorKind::Unsupported
-        {
-            return Err(VolumeError::Setup(format!(
-                "{}: erasure-coded volumes need backends that store parity records; \
-                 qbd-node does not carry them yet (use --dir backends, or replicate:N)",
-                b.describe()
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn check_distinct(backends: &[Arc<dyn Backend>]) -> Result<(), VolumeError> {
