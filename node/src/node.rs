@@ -11,7 +11,7 @@
 //!   compare-and-set (new ≥ stored), and it persists `.meta` before the new
 //!   epoch takes effect.
 //! - The epoch lock is held shared by every fenced request (`Write`,
-//!   `Allocate`, `Recreate`, `SetStale`) for its whole duration and
+//!   `WriteRaw`, `Allocate`, `Recreate`, `SetStale`) for its whole duration and
 //!   exclusively by `SaveMeta`: once a `SaveMeta` to epoch E has returned, no
 //!   fenced request of an older epoch can still take effect.
 

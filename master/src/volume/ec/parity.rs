@@ -16,9 +16,8 @@
 //! `PartMeta::parity` treats as unavailable: a crash there leaves a parity
 //! part that is simply not used, never a wrong cover. Covers are read back
 //! per block with `read_raw` (only when a row must be reconstructed). Both
-//! raw operations exist on directory backends; `NodeBackend` does not carry
-//! them yet, so EC volumes are refused over nodes (`open.rs`) until the
-//! node protocol carries parity records.
+//! raw operations exist on directory backends and, over nodes, as the node
+//! protocol's `ReadRaw`/`WriteRaw` (epoch-fenced).
 
 use qbd_core::backend::{BlockState, BlockWrite, PartId, WriteData};
 use qbd_core::ec::{Cover, PartMeta};
