@@ -2,8 +2,9 @@
 //! TCP (in-process nodes on 127.0.0.1) and QBD-L2 (in-process nodes and
 //! master each in a network namespace on a bridge, MTU 9000, MAC addresses
 //! only; skipped without root unless `QBD_REQUIRE_PRIVILEGED=1`):
-//! replicate:3, master restarts, mixing with a directory backend, and a
-//! node restart while the master serves.
+//! replicate:3, master restarts, mixing with a directory backend, a node
+//! restart while the master serves, and an ec:2+1 volume (parity covers
+//! as raw block operations) reopened after a node restart.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
