@@ -67,7 +67,7 @@ pub struct Args {
     pub discover_timeout: u64,
 
     /// With --transport l2: EtherType of QBD-L2 frames (must match the nodes').
-    #[arg(long, value_name = "TYPE", default_value = "0x88B5", value_parser = parse_ethertype)]
+    #[arg(long, value_name = "TYPE", default_value = "0x88B5", value_parser = qbd_transport_l2::engine::wire::parse_ethertype)]
     pub ethertype: u16,
 
     /// The cluster key file the nodes use (64 hex characters, `qbd keygen`):
@@ -132,20 +132,6 @@ With --transport l2, stderr gets one line per node found
 (qbd-master: l2: found node NAME backend=UUID mac=MAC mtu=N) and, at exit,
 one line of the link's counters (qbd-master: l2 stats frames_sent=N ...).
   nbdinfo nbd://127.0.0.1/vm1";
-
-/// `0x88B5` or decimal; at least 0x0600 (below is a length).
-fn parse_ethertype(s: &str) -> Result<u16, String> {
-    let t = s.trim();
-    let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u16::from_str_radix(hex, 16),
-        None => t.parse::<u16>(),
-    }
-    .map_err(|_| format!("{s:?} is not an EtherType (e.g. 0x88B5)"))?;
-    if v < 0x0600 {
-        return Err(format!("{s}: EtherTypes start at 0x0600"));
-    }
-    Ok(v)
-}
 
 /// Checks a `--node` value for TCP.
 pub fn parse_node(s: &str) -> Result<String, String> {

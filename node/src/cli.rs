@@ -25,7 +25,7 @@ pub struct Args {
     pub iface: Option<String>,
 
     /// EtherType of QBD-L2 frames (must match the master's).
-    #[arg(long, value_name = "TYPE", default_value = "0x88B5", value_parser = parse_ethertype)]
+    #[arg(long, value_name = "TYPE", default_value = "0x88B5", value_parser = qbd_transport_l2::engine::wire::parse_ethertype)]
     pub ethertype: u16,
 
     /// File holding the cluster key: 64 hex characters (`qbd keygen`).
@@ -55,17 +55,3 @@ counters to stderr (qbd-node: stats requests=N bad_mac=N ...), exits 0.
 Examples:
   qbd-node --data /srv/qbd --listen 0.0.0.0:7000 --cluster-key /etc/qbd/cluster.key
   qbd-node --data /srv/qbd --iface eth1 --cluster-key /etc/qbd/cluster.key";
-
-/// `0x88B5`, `88b5` or decimal; at least 0x0600 (below is a length).
-pub fn parse_ethertype(s: &str) -> Result<u16, String> {
-    let t = s.trim();
-    let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u16::from_str_radix(hex, 16),
-        None => t.parse::<u16>(),
-    }
-    .map_err(|_| format!("{s:?} is not an EtherType (e.g. 0x88B5)"))?;
-    if v < 0x0600 {
-        return Err(format!("{s}: EtherTypes start at 0x0600"));
-    }
-    Ok(v)
-}

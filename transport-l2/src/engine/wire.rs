@@ -39,6 +39,21 @@ pub const VERSION: u8 = 1;
 /// The default EtherType (IEEE "local experimental 1").
 pub const DEFAULT_ETHERTYPE: u16 = 0x88B5;
 
+/// Parses an EtherType for the command line: `0x88B5` (hex) or decimal;
+/// at least 0x0600 (below, the field is a length, not a type).
+pub fn parse_ethertype(s: &str) -> Result<u16, String> {
+    let t = s.trim();
+    let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => t.parse::<u16>(),
+    }
+    .map_err(|_| format!("{s:?} is not an EtherType (e.g. 0x88B5)"))?;
+    if v < 0x0600 {
+        return Err(format!("{s}: EtherTypes start at 0x0600"));
+    }
+    Ok(v)
+}
+
 /// An Ethernet address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Mac(pub [u8; 6]);

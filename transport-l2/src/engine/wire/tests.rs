@@ -175,3 +175,16 @@ fn extend_seq_nearest() {
     assert_eq!(extend_seq(0x1_0000_0002, 0xffff_fff0), 0xffff_fff0);
     assert_eq!(extend_seq(0, 0xffff_fff0), 0xffff_fff0);
 }
+
+#[test]
+fn ethertypes_parse_hex_or_decimal_and_refuse_lengths() {
+    assert_eq!(super::parse_ethertype("0x88B5"), Ok(0x88b5));
+    assert_eq!(super::parse_ethertype("0x88b6"), Ok(0x88b6));
+    assert_eq!(super::parse_ethertype("34997"), Ok(0x88b5));
+    assert!(
+        super::parse_ethertype("0x05DC").is_err(),
+        "1500 is a length"
+    );
+    assert!(super::parse_ethertype("88b5").is_err());
+    assert!(super::parse_ethertype("0x1FFFF").is_err());
+}
