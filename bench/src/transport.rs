@@ -8,14 +8,17 @@
 //! runs in its own tokio runtime on its own threads (the client's runtime
 //! is separate), as two daemons would.
 //!
-//! A target is one connection through the `Transport` trait
-//! ([`crate::case::Target`]); a case is an op at a queue depth
-//! ([`crate::case::run_case`]). Rounds run every case once, the starting
+//! A target is one connection ([`crate::case::Target`]): `tcp` and `l2`
+//! are driven through the `Transport` trait from tokio tasks (the product
+//! path), `l2-loop` by a closed loop on the L2 link's polling thread
+//! ([`crate::closed_loop`]); a case is an op at a queue depth
+//! ([`crate::case::run_case`]). `--wait` sets how idle threads wait, the
+//! same way for every target. Rounds run every case once, the starting
 //! case rotating, and within a case every target back to back, the first
-//! one alternating, so drift on the shared cores spreads over all cases
+//! one rotating too, so drift on the shared cores spreads over all cases
 //! and hits the targets alike. A row holds one target's medians over
-//! rounds and their ranges; with two targets, the ratio table pairs their
-//! rounds.
+//! rounds and their ranges; the ratio table pairs each L2 target's rounds
+//! with TCP's.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -212,8 +215,9 @@ fn choose(args: &TransportArgs) -> Result<(Place, Vec<TargetKind>), String> {
 fn header(args: &TransportArgs, place: &Place, kinds: &[TargetKind], timing: Timing) -> String {
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let mut s = format!(
-        "# qbd-bench transport: node round trips over {} (one connection per target, QD n = n \
-         tasks each looping call().await through the Transport trait)\n",
+        "# qbd-bench transport: node round trips over {} (one connection per target; QD n = n \
+         requests in flight: n tokio tasks each looping call().await through the Transport \
+         trait, or for l2-loop a closed loop on the L2 polling thread)\n",
         names.join(" and ")
     );
     match place {
