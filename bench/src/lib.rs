@@ -8,6 +8,8 @@
 //! - [`transport`]: the transport suite: node round trips (ping, 4 KiB read,
 //!   4 KiB write) over `TcpTransport` and `L2Transport` at several queue
 //!   depths, targets alternated; where the traffic goes.
+//! - [`plan`]: where the suite runs (remote, loopback, veth) and which
+//!   targets, from the flags and the privileges; the report's header.
 //! - [`netns`]: the suite between two network namespaces joined by veth
 //!   (node in one, client in the other), one pair per MTU.
 //! - [`volume`]: the bench volume, set up on the node through requests.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod closed_loop;
 pub mod netns;
 pub mod node;
+pub mod plan;
 pub mod report;
 pub mod stats;
 pub mod threads;
