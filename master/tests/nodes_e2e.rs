@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use common::data::{assert_same, random_bytes};
 use common::nodes::{Cluster, allocated_bytes, keygen};
-use common::tools::{Outcome, require_tool, run};
+use common::tools::{assert_fio_passed, fio_randwrite_verify, require_tool, run};
 use common::{Backing, Master, raw, wait_until};
 
 /// How long the master may take to log an event (a failure, a readmission, a resync).
@@ -42,40 +42,6 @@ fn copy_out(tool: &Path, master: &Master, file: &Path) -> Vec<u8> {
     let bytes = std::fs::read(file).expect("read copied-out file");
     std::fs::remove_file(file).expect("remove copied-out file");
     bytes
-}
-
-/// fio's nbd engine on `uri`: 4 KiB random writes at queue depth 16 over 64 MiB, each block
-/// checked with crc32c afterwards (as in `clients.rs`), plus `extra`.
-fn fio_randwrite_verify(fio: &Path, uri: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(fio);
-    cmd.args([
-        "--name=v",
-        "--ioengine=nbd",
-        &format!("--uri={uri}"),
-        "--rw=randwrite",
-        "--bs=4k",
-        "--iodepth=16",
-        "--size=64M",
-        "--verify=crc32c",
-        "--do_verify=1",
-        "--verify_fatal=1",
-        "--verify_state_save=0", // no state file left in the working directory
-    ]);
-    cmd.args(extra);
-    cmd
-}
-
-/// Panics unless fio exited 0 with no error and no verify failure.
-fn assert_fio_passed(out: &Outcome) {
-    out.assert_success();
-    assert!(
-        out.stdout.contains("err= 0"),
-        "fio reported an error: {out}"
-    );
-    assert!(
-        !out.stderr.contains("verify"),
-        "fio reported verify failures: {out}"
-    );
 }
 
 /// Three nodes, replicate:3: 128 MiB of random data copied in and out with nbdcopy is
@@ -98,7 +64,11 @@ fn three_nodes_replicate_3_copy_round_trip_and_fio_verify() {
     assert_same("copied out over three nodes", &expected, &got);
     drop(got);
 
-    assert_fio_passed(&run(fio_randwrite_verify(&fio, &master.uri(), &[])));
+    assert_fio_passed(&run(fio_randwrite_verify(
+        Command::new(&fio),
+        &master.uri(),
+        &[],
+    )));
     let stderr = master.stop_cleanly();
     assert!(
         !stderr.contains("failed"),
@@ -123,7 +93,7 @@ fn a_node_killed_during_fio_is_resynced_and_then_serves_alone() {
     // fio verifies in batches while it writes (verify_backlog), so reads are in flight too when
     // the node dies, and again over everything at the end.
     let uri = master.uri();
-    let fio_cmd = fio_randwrite_verify(&fio, &uri, &["--verify_backlog=1024"]);
+    let fio_cmd = fio_randwrite_verify(Command::new(&fio), &uri, &["--verify_backlog=1024"]);
     let fio_run = std::thread::spawn(move || run(fio_cmd));
 
     // The signal that fio is mid-run: the victim has stored a quarter of fio's 64 MiB.
