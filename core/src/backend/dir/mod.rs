@@ -25,7 +25,7 @@ use crate::format::alloc::{AllocMap, DecodedAlloc};
 use crate::format::header::PartHeader;
 use crate::format::layout::PartLayout;
 use crate::format::record::RECORD_SIZE;
-use crate::meta::atomic::{read_optional, write_atomic};
+use crate::meta::atomic::{parse_toml, read_optional, write_atomic};
 use crate::meta::backend_id;
 use crate::meta::volume::VolumeMeta;
 use crate::meta::volumes::VolumesFile;
@@ -106,6 +106,35 @@ impl DirBackend {
         Ok(DirBackend {
             root,
             id,
+            vol: OnceLock::new(),
+        })
+    }
+
+    /// Opens an initialised backend at `root` without writing anything
+    /// (for tools that only look): a root without a `.backend` file is an
+    /// error, never initialised.
+    pub fn open_existing(root: impl Into<PathBuf>) -> Result<Self, CoreError> {
+        let root = root.into();
+        let md =
+            fs::metadata(&root).map_err(|e| CoreError::io("open backend directory", &root, e))?;
+        if !md.is_dir() {
+            return Err(CoreError::InvalidSetting(format!(
+                "{} is not a directory",
+                root.display()
+            )));
+        }
+        let path = root.join(backend_id::FILE);
+        let bytes = read_optional(&path)?.ok_or_else(|| {
+            CoreError::InvalidSetting(format!(
+                "{} is not a QBD backend (no {})",
+                root.display(),
+                backend_id::FILE
+            ))
+        })?;
+        let f: backend_id::BackendFile = parse_toml("backend identity", &path, &bytes)?;
+        Ok(DirBackend {
+            root,
+            id: f.id,
             vol: OnceLock::new(),
         })
     }
