@@ -14,6 +14,8 @@
 //!   the fault-injecting wrapper used by tests.
 //! - [`proto`]: the node protocol (messages, frames, sessions).
 //! - [`transport`]: the message-based [`transport::Transport`] trait.
+//! - [`verify`]: what `qbd verify` compares (listings and block scans
+//!   against the volume's shape, placement and maps), pure.
 
 pub mod backend;
 pub mod ec;
@@ -27,5 +29,6 @@ pub mod proto;
 pub mod redundancy;
 pub mod size;
 pub mod transport;
+pub mod verify;
 
 pub use error::{CoreError, CoreResult};

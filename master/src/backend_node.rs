@@ -46,6 +46,7 @@ use qbd_core::proto::ClusterKey;
 use qbd_core::proto::msg::{ErrorCode, Request, Response, WireBlockState, WriteMode};
 use qbd_core::proto::session::NodeHello;
 use qbd_core::transport::{Transport, TransportError};
+use qbd_core::verify::{PartFile, PartScan, StrayFile, VolumeListing};
 use qbd_transport_tcp::{TcpOptions, TcpTransport};
 use uuid::Uuid;
 
@@ -419,6 +420,18 @@ impl Backend for NodeBackend {
         Box::pin(self.set_stale(of, chunks, true))
     }
 
+    fn list_volume(&self, number: u16) -> BoxFut<'_, BackendResult<VolumeListing>> {
+        Box::pin(self.list_volume_paged(number))
+    }
+
+    fn scan_parts(
+        &self,
+        meta: VolumeMeta,
+        parts: Vec<PartId>,
+    ) -> BoxFut<'_, BackendResult<Vec<PartScan>>> {
+        Box::pin(self.scan_batches(meta, parts))
+    }
+
     fn clear_stale(&self, of: BackendId, chunks: Vec<u64>) -> BoxFut<'_, BackendResult<()>> {
         Box::pin(self.set_stale(of, chunks, false))
     }
@@ -495,6 +508,122 @@ fn parse_meta(text: &str, from: &str) -> BackendResult<VolumeMeta> {
         .map_err(|e| CoreError::malformed("volume meta", format!("from {from}: {e}")).into())
 }
 
+/// Files per `ListParts` page asked for (the node caps it too).
+const LIST_PAGE: u32 = 65_536;
+
+/// The answer budget of one `ScanParts` (well under `MAX_PAYLOAD`).
+const SCAN_BUDGET: usize = 16 << 20;
+
+impl NodeBackend {
+    /// `list_volume` as `ListVolume`, then `ListParts` pages of each part
+    /// directory until the node says there is no more.
+    async fn list_volume_paged(&self, number: u16) -> BackendResult<VolumeListing> {
+        let (alloc, stale, part_dirs, strays) = match self
+            .ask(Request::ListVolume { volume: number }, None)
+            .await?
+        {
+            Response::VolumeFiles {
+                alloc,
+                stale,
+                part_dirs,
+                strays,
+            } => (alloc, stale, part_dirs, strays),
+            other => return Err(self.unexpected("ListVolume", &other)),
+        };
+        let mut out = VolumeListing {
+            alloc,
+            stale: stale
+                .into_iter()
+                .map(|(id, b)| (BackendId(id), b))
+                .collect(),
+            parts: Vec::new(),
+            strays: strays
+                .into_iter()
+                .map(|(path, size)| StrayFile { path, size })
+                .collect(),
+        };
+        for part in part_dirs {
+            self.list_part_dir(number, part, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    async fn list_part_dir(
+        &self,
+        volume: u16,
+        part: u8,
+        out: &mut VolumeListing,
+    ) -> BackendResult<()> {
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let req = Request::ListParts {
+                volume,
+                part,
+                from: start,
+                max: LIST_PAGE,
+            };
+            let Response::PartList {
+                files,
+                strays,
+                next,
+            } = self.ask(req, None).await?
+            else {
+                return Err(
+                    CoreError::malformed("node response", "ListParts: not a PartList").into(),
+                );
+            };
+            out.parts
+                .extend(files.into_iter().map(|(chunk, size)| PartFile {
+                    part: PartId { chunk, part },
+                    size,
+                }));
+            out.strays.extend(
+                strays
+                    .into_iter()
+                    .map(|(path, size)| StrayFile { path, size }),
+            );
+            if next.is_some_and(|n| n <= start) {
+                return Err(
+                    CoreError::malformed("node response", "ListParts page goes backwards").into(),
+                );
+            }
+            from = next;
+        }
+        Ok(())
+    }
+
+    /// `scan_parts` as `ScanParts` requests of as many parts as fit
+    /// [`SCAN_BUDGET`] (at least one).
+    async fn scan_batches(
+        &self,
+        meta: VolumeMeta,
+        parts: Vec<PartId>,
+    ) -> BackendResult<Vec<PartScan>> {
+        let geo = meta.geometry()?;
+        let k = geo.redundancy.data_parts();
+        let per_part = 16 + geo.blocks_per_part() as usize * (14 + 8 * k);
+        let batch = (SCAN_BUDGET / per_part).max(1);
+        let text = toml::to_string(&meta)
+            .map_err(|e| CoreError::InvalidSetting(format!("cannot encode .meta: {e}")))?;
+        let mut out = Vec::with_capacity(parts.len());
+        for group in parts.chunks(batch) {
+            let req = Request::ScanParts {
+                meta: text.clone(),
+                parts: group.to_vec(),
+            };
+            match self.ask(req, None).await? {
+                Response::PartScans(scans) if scans.len() == group.len() => out.extend(scans),
+                Response::PartScans(scans) => {
+                    let why = format!("{} scans for {} parts", scans.len(), group.len());
+                    return Err(CoreError::malformed("node response", why).into());
+                }
+                other => return Err(self.unexpected("ScanParts", &other)),
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn request_name(r: &Request) -> &'static str {
     match r {
         Request::Ping => "Ping",
@@ -513,6 +642,9 @@ fn request_name(r: &Request) -> &'static str {
         Request::SetStale { .. } => "SetStale",
         Request::ReadRaw { .. } => "ReadRaw",
         Request::WriteRaw { .. } => "WriteRaw",
+        Request::ListVolume { .. } => "ListVolume",
+        Request::ListParts { .. } => "ListParts",
+        Request::ScanParts { .. } => "ScanParts",
     }
 }
 
@@ -530,6 +662,9 @@ fn response_name(r: &Response) -> &'static str {
         Response::Stale(_) => "Stale",
         Response::Error { .. } => "Error",
         Response::RawBlock { .. } => "RawBlock",
+        Response::VolumeFiles { .. } => "VolumeFiles",
+        Response::PartList { .. } => "PartList",
+        Response::PartScans(_) => "PartScans",
     }
 }
 

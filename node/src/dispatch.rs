@@ -13,6 +13,11 @@
 //!   volume must not empty a part, clear a degraded-map bit or overwrite a
 //!   parity record). `Sync`, `Read` and `ReadRaw` are not fenced.
 //!
+//! `ListVolume`, `ListParts` and `ScanParts` (for `qbd verify`) read the
+//! volume directory and part files directly, never write, need no open
+//! volume and are not fenced; scans run on blocking threads, several parts
+//! at once.
+//!
 //! `WriteRaw` bypasses the part file's checks (it is how a master stores
 //! EC parity records), so its data must be exactly one block: the node
 //! never lets raw bytes spill into a neighbouring block.
@@ -32,6 +37,11 @@ use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::placement::BackendId;
 use qbd_core::proto::msg::{Request, Response, WireBlockState, WriteMode};
 use uuid::Uuid;
+
+use qbd_core::backend::dir::listing;
+use qbd_core::backend::dir::scan::{self, ScanShape};
+use qbd_core::proto::msg::MAX_PAYLOAD;
+use qbd_core::verify::PartScan;
 
 use crate::error::Refusal;
 use crate::node::{Node, NodeVolume};
@@ -142,8 +152,64 @@ impl Node {
                 })
                 .await
             }
+            Request::ListVolume { volume } => self.list_volume_files(volume).await,
+            Request::ListParts {
+                volume,
+                part,
+                from,
+                max,
+            } => self.list_parts(volume, part, from, max).await,
+            Request::ScanParts { meta, parts } => self.scan_parts(&meta, parts).await,
         };
         answer.unwrap_or_else(Refusal::into_response)
+    }
+
+    /// `ListVolume`: the volume directory's own files (read-only).
+    async fn list_volume_files(&self, volume: u16) -> Answer {
+        let root = self.root().to_path_buf();
+        let f = blocking(move || listing::volume_files(&root, volume)).await??;
+        Ok(Response::VolumeFiles {
+            alloc: f.alloc,
+            stale: f.stale.into_iter().map(|(id, b)| (id.0, b)).collect(),
+            part_dirs: f.part_dirs,
+            strays: f.strays.into_iter().map(|s| (s.path, s.size)).collect(),
+        })
+    }
+
+    /// `ListParts`: one page of a part directory, at most
+    /// [`MAX_LIST_PAGE`] files whatever the request asks.
+    async fn list_parts(&self, volume: u16, part: u8, from: u64, max: u32) -> Answer {
+        if usize::from(part) >= qbd_core::redundancy::MAX_PARTS || max == 0 {
+            return Err(Refusal::invalid(format!("ListParts part {part} max {max}")));
+        }
+        let root = self.root().to_path_buf();
+        let max = (max as usize).min(MAX_LIST_PAGE);
+        let page =
+            blocking(move || listing::list_part_dir(&root, volume, part, from, max)).await??;
+        Ok(Response::PartList {
+            files: page.files.iter().map(|f| (f.part.chunk, f.size)).collect(),
+            strays: page.strays.into_iter().map(|s| (s.path, s.size)).collect(),
+            next: page.next,
+        })
+    }
+
+    /// `ScanParts`: scans the parts on blocking threads, several at once;
+    /// refuses a batch whose answer could exceed the message size.
+    async fn scan_parts(&self, text: &str, parts: Vec<PartId>) -> Answer {
+        let meta = parse_meta(text)?;
+        let shape = ScanShape::of(&meta)?;
+        let per_block = 1 + 4 + 8 + 1 + 8 * usize::from(shape.data_parts);
+        let bound = parts.len() * (16 + shape.layout.blocks as usize * per_block);
+        if bound > MAX_PAYLOAD as usize - 4096 {
+            return Err(Refusal::invalid(format!(
+                "ScanParts of {} parts may not fit one message: ask for fewer",
+                parts.len()
+            )));
+        }
+        let dir = VolumeMeta::dir(self.root(), meta.number);
+        Ok(Response::PartScans(
+            scan_in_parallel(dir, shape, parts).await?,
+        ))
     }
 
     async fn volume_number(&self, name: &str) -> Answer {
@@ -334,6 +400,59 @@ impl Node {
     fn touched(&self, volume: u16) -> Result<Arc<NodeVolume>, Refusal> {
         self.volume(volume).ok_or_else(|| Refusal::not_open(volume))
     }
+}
+
+/// The most files a `ListParts` page holds (17 bytes each on the wire).
+pub const MAX_LIST_PAGE: usize = 65_536;
+
+/// Runs `f` on a blocking thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Refusal::new(
+            qbd_core::proto::msg::ErrorCode::Io,
+            format!("scan task: {e}"),
+        )
+    })
+}
+
+/// Scans `parts` (files under the volume directory `dir`) with one
+/// blocking task per available core, answers in the order asked.
+async fn scan_in_parallel(
+    dir: std::path::PathBuf,
+    shape: ScanShape,
+    parts: Vec<PartId>,
+) -> Result<Vec<PartScan>, Refusal> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per = parts.len().div_ceil(threads).max(1);
+    let tasks: Vec<_> = parts
+        .chunks(per)
+        .map(|group| {
+            let (dir, group) = (dir.clone(), group.to_vec());
+            // Spawned here (not when awaited), so the groups run at once.
+            tokio::task::spawn_blocking(move || {
+                group
+                    .into_iter()
+                    .map(|p| {
+                        let path = dir
+                            .join(qbd_core::redundancy::part_name(usize::from(p.part)).to_string())
+                            .join(p.chunk.to_string());
+                        scan::scan_part(&path, p, &shape)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(parts.len());
+    for t in tasks {
+        let scans = t.await.map_err(|e| {
+            Refusal::new(
+                qbd_core::proto::msg::ErrorCode::Io,
+                format!("scan task: {e}"),
+            )
+        })?;
+        out.extend(scans);
+    }
+    Ok(out)
 }
 
 fn parse_meta(text: &str) -> Result<VolumeMeta, Refusal> {

@@ -10,6 +10,8 @@
 //!   a sync — data, records, or both, chosen separately so torn blocks
 //!   happen — and fails every later operation, like a machine that lost
 //!   power.
+//!
+//! Verify's listing and scan count as reads (`OpKind::Read`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use crate::format::record::RECORD_SIZE;
 use crate::generation::Generation;
 use crate::meta::volume::VolumeMeta;
 use crate::placement::BackendId;
+use crate::verify::{PartScan, VolumeListing};
 
 /// Which operation a rule or event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,5 +459,24 @@ impl Backend for FaultBackend {
         record: Option<[u8; RECORD_SIZE]>,
     ) -> BoxFut<'_, BackendResult<()>> {
         self.inner.write_raw(part, block, data, record)
+    }
+
+    fn list_volume(&self, number: u16) -> BoxFut<'_, BackendResult<VolumeListing>> {
+        Box::pin(async move {
+            self.inject(OpKind::Read, None, None).await?;
+            self.inner.list_volume(number).await
+        })
+    }
+
+    fn scan_parts(
+        &self,
+        meta: VolumeMeta,
+        parts: Vec<PartId>,
+    ) -> BoxFut<'_, BackendResult<Vec<PartScan>>> {
+        Box::pin(async move {
+            self.inject(OpKind::Read, parts.first().map(|p| p.chunk), None)
+                .await?;
+            self.inner.scan_parts(meta, parts).await
+        })
     }
 }

@@ -33,6 +33,7 @@ use crate::format::record::RECORD_SIZE;
 use crate::generation::Generation;
 use crate::meta::volume::VolumeMeta;
 use crate::placement::BackendId;
+use crate::verify::{PartScan, VolumeListing};
 
 /// A boxed, sendable future (keeps [`Backend`] object-safe).
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -210,4 +211,30 @@ pub trait Backend: Send + Sync + Debug {
         data: Option<Vec<u8>>,
         record: Option<[u8; RECORD_SIZE]>,
     ) -> BoxFut<'_, BackendResult<()>>;
+
+    /// Verify, fast: the volume's files by name and size, its `.alloc` and
+    /// degraded maps (no part file is opened, nothing is written, the
+    /// volume need not be open). `number` is the volume's number here.
+    fn list_volume(&self, number: u16) -> BoxFut<'_, BackendResult<VolumeListing>> {
+        let _ = number;
+        Box::pin(async move { Err(unsupported(self, "list_volume")) })
+    }
+
+    /// Verify, deep: checks the header, every record and every data
+    /// checksum of `parts` of the volume `meta` describes, returning the
+    /// findings and per-block generations, never the data. Read-only; the
+    /// volume need not be open.
+    fn scan_parts(
+        &self,
+        meta: VolumeMeta,
+        parts: Vec<PartId>,
+    ) -> BoxFut<'_, BackendResult<Vec<PartScan>>> {
+        let _ = (meta, parts);
+        Box::pin(async move { Err(unsupported(self, "scan_parts")) })
+    }
+}
+
+/// The error of an operation a backend does not implement.
+fn unsupported<B: Backend + ?Sized>(b: &B, op: &str) -> BackendError {
+    CoreError::InvalidSetting(format!("{} does not support {op}", b.describe())).into()
 }

@@ -33,6 +33,12 @@
 //! | 0x0e   | `SetStale`      | 0x8b   | `RawBlock`|
 //! | 0x0f   | `ReadRaw`       |        |           |
 //! | 0x10   | `WriteRaw`      |        |           |
+//! | 0x11   | `ListVolume`    | 0x8c   | `VolumeFiles` |
+//! | 0x12   | `ListParts`     | 0x8d   | `PartList`    |
+//! | 0x13   | `ScanParts`     | 0x8e   | `PartScans`   |
+//!
+//! The last three serve `qbd verify` (read-only, not fenced, need no open
+//! volume); their codecs live in [`verify`].
 //!
 //! Fenced by epoch at the node (`StaleEpoch` when older than the volume's
 //! current epoch): `Write` through its generation's epoch, and `Allocate`,
@@ -40,11 +46,14 @@
 //! sender's epoch for the volume, encoded as a u64 right after `volume`).
 //! `SaveMeta` is the epoch compare-and-set itself.
 
+mod verify;
+
 use uuid::Uuid;
 
 use super::ProtoError;
 use crate::backend::PartId;
 use crate::format::record::RECORD_SIZE;
+use crate::verify::PartScan;
 
 /// Largest payload a frame may carry (a 32 MiB write plus headers).
 pub const MAX_PAYLOAD: u32 = (32 << 20) + 4096;
@@ -198,6 +207,31 @@ pub enum Request {
         /// The data bytes (one whole block), if they are replaced.
         data: Option<Vec<u8>>,
     },
+    /// `Backend::list_volume`, first step: the volume directory's own
+    /// files (allocation map, degraded maps, part directories, strays).
+    ListVolume {
+        /// Volume number.
+        volume: u16,
+    },
+    /// `Backend::list_volume`, one page of a part directory.
+    ListParts {
+        /// Volume number.
+        volume: u16,
+        /// Part directory (0 = `a`).
+        part: u8,
+        /// First chunk of the page.
+        from: u64,
+        /// Most files in the page.
+        max: u32,
+    },
+    /// `Backend::scan_parts`: deep-scan these parts of the volume `meta`
+    /// describes (TOML), on the node.
+    ScanParts {
+        /// `.meta` TOML text.
+        meta: String,
+        /// The parts.
+        parts: Vec<PartId>,
+    },
 }
 
 /// What the node found for one block (mirrors `BlockState`).
@@ -277,6 +311,28 @@ pub enum Response {
         /// The data bytes (one block).
         data: Vec<u8>,
     },
+    /// To `ListVolume`.
+    VolumeFiles {
+        /// The `.alloc` file bytes, if present.
+        alloc: Option<Vec<u8>>,
+        /// Degraded maps held: (backend described, file bytes).
+        stale: Vec<(Uuid, Vec<u8>)>,
+        /// Part directories present (0 = `a`).
+        part_dirs: Vec<u8>,
+        /// Other entries: (path relative to the volume directory, size).
+        strays: Vec<(String, u64)>,
+    },
+    /// To `ListParts`.
+    PartList {
+        /// (chunk, size) of each part file, sorted by chunk.
+        files: Vec<(u64, u64)>,
+        /// Other entries of the directory (page starting at chunk 0 only).
+        strays: Vec<(String, u64)>,
+        /// Where the next page starts, if there is one.
+        next: Option<u64>,
+    },
+    /// To `ScanParts`: one scan per part asked, in order.
+    PartScans(Vec<PartScan>),
     /// Any request that failed.
     Error {
         /// Why.
@@ -320,6 +376,12 @@ pub mod op {
     pub const READ_RAW: u16 = 0x0f;
     /// `Request::WriteRaw`.
     pub const WRITE_RAW: u16 = 0x10;
+    /// `Request::ListVolume`.
+    pub const LIST_VOLUME: u16 = 0x11;
+    /// `Request::ListParts`.
+    pub const LIST_PARTS: u16 = 0x12;
+    /// `Request::ScanParts`.
+    pub const SCAN_PARTS: u16 = 0x13;
 
     /// `Response::Pong`.
     pub const PONG: u16 = 0x81;
@@ -343,6 +405,12 @@ pub mod op {
     pub const ERROR: u16 = 0x8a;
     /// `Response::RawBlock`.
     pub const RAW_BLOCK: u16 = 0x8b;
+    /// `Response::VolumeFiles`.
+    pub const VOLUME_FILES: u16 = 0x8c;
+    /// `Response::PartList`.
+    pub const PART_LIST: u16 = 0x8d;
+    /// `Response::PartScans`.
+    pub const PART_SCANS: u16 = 0x8e;
 }
 
 /// Bytes of a `Write` payload before the data bytes (volume, part, first,
@@ -578,6 +646,9 @@ impl Request {
             Request::SetStale { .. } => op::SET_STALE,
             Request::ReadRaw { .. } => op::READ_RAW,
             Request::WriteRaw { .. } => op::WRITE_RAW,
+            Request::ListVolume { .. } => op::LIST_VOLUME,
+            Request::ListParts { .. } => op::LIST_PARTS,
+            Request::ScanParts { .. } => op::SCAN_PARTS,
         }
     }
 
@@ -673,6 +744,9 @@ impl Request {
                 put_u16(out, *volume);
                 put_part(out, *part);
                 put_u32(out, *block);
+            }
+            Request::ListVolume { .. } | Request::ListParts { .. } | Request::ScanParts { .. } => {
+                verify::encode_request(self, out)
             }
             Request::WriteRaw {
                 volume,
@@ -797,6 +871,9 @@ impl Request {
                 part: r.part()?,
                 block: r.u32()?,
             },
+            op::LIST_VOLUME | op::LIST_PARTS | op::SCAN_PARTS => {
+                verify::decode_request(opcode, &mut r)?
+            }
             op::WRITE_RAW => Request::WriteRaw {
                 volume: r.u16()?,
                 epoch: r.u64()?,
@@ -834,6 +911,9 @@ impl Response {
             Response::Stale(_) => op::STALE,
             Response::Error { .. } => op::ERROR,
             Response::RawBlock { .. } => op::RAW_BLOCK,
+            Response::VolumeFiles { .. } => op::VOLUME_FILES,
+            Response::PartList { .. } => op::PART_LIST,
+            Response::PartScans(_) => op::PART_SCANS,
         }
     }
 
@@ -908,6 +988,9 @@ impl Response {
                 put_u16(out, code.to_u16());
                 put_bytes(out, message.as_bytes());
             }
+            Response::VolumeFiles { .. } | Response::PartList { .. } | Response::PartScans(_) => {
+                verify::encode_response(self, out);
+            }
             Response::RawBlock { record, data } => {
                 out.reserve(RECORD_SIZE + 4 + data.len());
                 out.extend_from_slice(&record[..]);
@@ -978,6 +1061,9 @@ impl Response {
                 code: ErrorCode::from_u16(r.u16()?),
                 message: r.string()?,
             },
+            op::VOLUME_FILES | op::PART_LIST | op::PART_SCANS => {
+                verify::decode_response(opcode, &mut r)?
+            }
             op::RAW_BLOCK => Response::RawBlock {
                 record: Box::new(r.array()?),
                 data: r.bytes()?.to_vec(),
@@ -1201,6 +1287,9 @@ mod tests {
                 h("0100 0100000000000000 0807060504030201 02 09000000 00 00"),
             ),
         ]
+        .into_iter()
+        .chain(verify::golden_requests())
+        .collect()
     }
 
     /// A recognisable record: bytes 0, 1, 2, ... (mod 256).
@@ -1278,6 +1367,9 @@ mod tests {
                 h(&format!("{rec} 03000000 cccccc")),
             ),
         ]
+        .into_iter()
+        .chain(verify::golden_responses())
+        .collect()
     }
 
     fn enc_req(r: &Request) -> Vec<u8> {
@@ -1296,10 +1388,10 @@ mod tests {
     fn every_variant_has_a_golden_vector() {
         let reqs: std::collections::BTreeSet<u16> =
             golden_requests().iter().map(|(r, _)| r.opcode()).collect();
-        assert_eq!(reqs, (0x01..=0x10).collect());
+        assert_eq!(reqs, (0x01..=0x13).collect());
         let resps: std::collections::BTreeSet<u16> =
             golden_responses().iter().map(|(r, _)| r.opcode()).collect();
-        assert_eq!(resps, (0x81..=0x8b).collect());
+        assert_eq!(resps, (0x81..=0x8e).collect());
     }
 
     #[test]

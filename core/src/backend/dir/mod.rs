@@ -6,9 +6,13 @@
 //! `<nr>/.lock`; a second master fails to open the volume.
 //!
 //! I/O runs inline on the calling thread (pread/pwrite; page-cache fast on
-//! local disks and tmpfs). The data path lives in [`part_io`].
+//! local disks and tmpfs). The data path lives in [`part_io`]; what
+//! `qbd verify` reads (names and sizes, and the deep scan of a part) in
+//! [`listing`] and [`scan`], read-only and without opening the volume.
 
+pub mod listing;
 mod part_io;
+pub mod scan;
 mod stale;
 
 use std::collections::{HashMap, HashSet};
@@ -31,6 +35,7 @@ use crate::meta::volume::VolumeMeta;
 use crate::meta::volumes::VolumesFile;
 use crate::placement::BackendId;
 use crate::redundancy::part_name;
+use crate::verify::{PartScan, VolumeListing};
 
 /// A directory backend.
 #[derive(Debug)]
@@ -359,5 +364,23 @@ impl Backend for DirBackend {
         record: Option<[u8; RECORD_SIZE]>,
     ) -> BoxFut<'_, BackendResult<()>> {
         Box::pin(async move { self.raw_write(part, block, data, record) })
+    }
+
+    fn list_volume(&self, number: u16) -> BoxFut<'_, BackendResult<VolumeListing>> {
+        Box::pin(async move { listing::list_volume(&self.root, number) })
+    }
+
+    fn scan_parts(
+        &self,
+        meta: VolumeMeta,
+        parts: Vec<PartId>,
+    ) -> BoxFut<'_, BackendResult<Vec<PartScan>>> {
+        Box::pin(async move {
+            let shape = scan::ScanShape::of(&meta)?;
+            Ok(parts
+                .into_iter()
+                .map(|p| scan::scan_part(&self.part_path(meta.number, p), p, &shape))
+                .collect())
+        })
     }
 }
