@@ -159,6 +159,10 @@ pub struct TransportArgs {
     #[arg(long, value_name = "FRAMES")]
     pub l2_min_cwnd: Option<u32>,
 
+    /// Diagnosis: send one fragment per frame, no bundles (both ends).
+    #[arg(long)]
+    pub l2_no_bundle: bool,
+
     /// Pin the L2 polling threads: CLIENT,NODE CPU numbers (e.g. 0,1).
     #[arg(long, value_name = "CPU,CPU", value_delimiter = ',')]
     pub l2_pin: Vec<usize>,

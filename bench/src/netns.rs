@@ -138,6 +138,7 @@ fn tune_engine(args: &TransportArgs, engine: &mut Config) {
     if let Some(frames) = args.l2_min_cwnd {
         engine.min_cwnd = frames.max(1);
     }
+    engine.bundle = !args.l2_no_bundle;
 }
 
 /// Opens the link in the calling thread's namespace (shared by the L2

@@ -144,6 +144,9 @@ pub fn header(args: &TransportArgs, place: &Place, kinds: &[TargetKind], timing:
                 "l2 engines (diagnosis): congestion window floor {frames} frames\n"
             ));
         }
+        if args.l2_no_bundle {
+            s.push_str("l2 engines (diagnosis): no bundles, one fragment per frame\n");
+        }
     }
     s.push_str(&format!(
         "cpus: {}  load before: {}  client threads: {}  node threads: {}\n\

@@ -8,7 +8,7 @@ mod engine_sim;
 use std::time::{Duration, Instant};
 
 use engine_sim::{Dir, LinkParams, MASTER, NODE, Rng, Sim};
-use qbd_transport_l2::engine::wire::Frame;
+use qbd_transport_l2::engine::wire::{FLAG_BUNDLE, Frame};
 use qbd_transport_l2::engine::{Client, Config, Server, ServerEvent};
 
 #[test]
@@ -104,4 +104,56 @@ fn rejected_forgery_does_not_shadow_the_genuine_request() {
     assert_eq!((id2, message.as_slice()), (id, &b"genuine"[..]));
     let later = now + Duration::from_millis(1);
     assert!(server.respond(later, id2, b"ok".to_vec()).expect("fits"));
+}
+
+#[test]
+fn a_bundle_that_is_not_whole_segments_is_dropped_whole() {
+    let now = Instant::now();
+    let cfg = Config {
+        epoch: 3,
+        ..Config::default()
+    };
+    let mut client = Client::new(cfg.clone(), MASTER, NODE);
+    let server_cfg = Config {
+        epoch: 9,
+        ..cfg.clone()
+    };
+    let mut server = Server::new(server_cfg, NODE, MASTER, 3);
+    for m in [&b"one"[..], b"two", b"three"] {
+        client.send(now, m.to_vec()).expect("fits");
+    }
+    let mut buf = vec![0u8; cfg.frame_capacity()];
+    let n = client.poll_transmit(now, &mut buf).expect("a frame");
+    let bundle = buf[..n].to_vec();
+    assert_eq!(
+        client.poll_transmit(now, &mut buf),
+        None,
+        "all in one frame"
+    );
+    let f = Frame::decode(&bundle).expect("valid");
+    assert_ne!(
+        f.header.flags & FLAG_BUNDLE,
+        0,
+        "three small messages, one bundle"
+    );
+    assert_eq!(client.stats().bundles_sent, 1);
+    // The same bundle one byte short: its whole first segments are not
+    // delivered either.
+    let mut cut = vec![0u8; cfg.frame_capacity()];
+    let m = Frame {
+        header: f.header,
+        payload: &f.payload[..f.payload.len() - 1],
+    }
+    .encode(&mut cut)
+    .expect("fits");
+    server.handle_frame(now, &cut[..m]);
+    assert_eq!(server.poll_event(), None);
+    assert_eq!(server.stats().malformed, 1);
+    server.handle_frame(now, &bundle);
+    let got: Vec<Vec<u8>> = std::iter::from_fn(|| match server.poll_event() {
+        Some(ServerEvent::Request { message, .. }) => Some(message),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(got, [&b"one"[..], b"two", b"three"]);
 }

@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use super::recv::{Insert, Reassembly};
-use super::send::SendQueue;
+use super::send::{FragOut, SendQueue};
 use super::timer::{Timer, TimerTable};
-use super::wire::{FragAck, Frame, FrameType, Header, Mac, extend_seq};
-use super::{Config, SendError, Stats, encode_outgoing};
+use super::wire::{FLAG_BUNDLE, FragAck, Frame, FrameType, Header, Mac, extend_seq, segments};
+use super::{Config, SendError, Stats, encode_data, encode_outgoing, gather};
 
 /// Identifies a message sent by a [`Client`] (never reused by one engine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,6 +83,8 @@ pub struct Client {
     ack_now: bool,
     events: VecDeque<ClientEvent>,
     stats: Stats,
+    /// The fragments of the frame being built (kept to reuse its memory).
+    scratch: Vec<FragOut>,
 }
 
 impl Client {
@@ -102,6 +104,7 @@ impl Client {
             ack_now: false,
             events: VecDeque::new(),
             stats: Stats::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -150,6 +153,9 @@ impl Client {
         // taking the maximum makes reordered frames harmless.
         self.credit_edge = self.credit_edge.max(extend_seq(reference, h.credit));
         match h.ty {
+            FrameType::Response if h.flags & FLAG_BUNDLE != 0 => {
+                self.on_bundle(now, &h, frame.payload);
+            }
             FrameType::Response => self.on_response(now, &h, frame.payload),
             FrameType::Ack => self.on_frag_acks(reference, frame.payload),
             FrameType::Reset => {}
@@ -169,15 +175,23 @@ impl Client {
         let floor = self.floor();
         let limit = floor + self.cfg.in_flight_limit();
         let edge = self.credit_edge;
-        let frag = self
-            .send
-            .next_fragment(now, |seq| seq < limit && seq < edge);
-        let h = match &frag {
-            Some(_) => self.header(FrameType::Request),
-            None if self.ack_now => self.header(FrameType::Ack),
+        let may_start = |seq| seq < limit && seq < edge;
+        let n = match self.send.next_fragment(now, may_start) {
+            Some(first) => {
+                let mut frags = std::mem::take(&mut self.scratch);
+                gather(&mut self.send, now, first, may_start, &self.cfg, &mut frags);
+                let h = self.header(FrameType::Request);
+                let n = encode_data(h, &frags, &self.send, buf);
+                self.stats.bundles_sent += u64::from(frags.len() > 1);
+                self.scratch = frags;
+                n?
+            }
+            None if self.ack_now => {
+                let h = self.header(FrameType::Ack);
+                encode_outgoing(h, None, &self.send, self.partial(), buf)?
+            }
             None => return None,
         };
-        let n = encode_outgoing(h, frag.as_ref(), &self.send, self.partial(), buf)?;
         self.ack_now = false;
         self.timers.set(Timer::Ack, None);
         self.stats.frames_sent += 1;
@@ -287,6 +301,17 @@ impl Client {
             }
             Insert::Invalid => self.stats.malformed += 1,
             Insert::Complete => self.complete(now, seq),
+        }
+    }
+
+    /// Each segment of a bundle, as the frame it stands for.
+    fn on_bundle(&mut self, now: Instant, h: &Header, payload: &[u8]) {
+        let Some(segs) = segments(payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        for seg in segs {
+            self.on_response(now, &seg.header(h), seg.data);
         }
     }
 

@@ -45,6 +45,9 @@ pub struct Config {
     pub max_pending: u32,
     /// Longest message (the node protocol's `MAX_PAYLOAD` + header + MAC).
     pub max_message: usize,
+    /// Send small fragments that fit together in one frame as a bundle
+    /// (§2); receiving bundles is always on.
+    pub bundle: bool,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             initial_credit: 16,
             max_pending: 64,
             max_message: 33_558_528 + 48,
+            bundle: true,
         }
     }
 }
@@ -100,6 +104,8 @@ impl Config {
 pub struct Stats {
     /// Frames returned by `poll_transmit`.
     pub frames_sent: u64,
+    /// Of those, bundles: frames carrying several fragments (§2).
+    pub bundles_sent: u64,
     /// Frames handed to `handle_frame` that were accepted for this session.
     pub frames_received: u64,
     /// Frames that do not decode or carry inconsistent fragment fields.
@@ -122,6 +128,7 @@ impl Stats {
     /// Adds `other`'s counts to these (summing sessions).
     pub fn absorb(&mut self, other: &Stats) {
         self.frames_sent += other.frames_sent;
+        self.bundles_sent += other.bundles_sent;
         self.frames_received += other.frames_received;
         self.malformed += other.malformed;
         self.foreign += other.foreign;

@@ -105,6 +105,61 @@ fn encode_outgoing<'a>(
     wire::Frame { header: h, payload }.encode(buf).ok()
 }
 
+/// Most segments in one bundle.
+const MAX_SEGMENTS: usize = 64;
+
+/// The fragments of one data frame, into `out`: `first`, then, if
+/// `cfg.bundle`, as many more as fit beside it as segments of a bundle.
+fn gather(
+    send: &mut send::SendQueue,
+    now: std::time::Instant,
+    first: send::FragOut,
+    may_start: impl Fn(u64) -> bool,
+    cfg: &Config,
+    out: &mut Vec<send::FragOut>,
+) {
+    out.clear();
+    let seg = wire::SEGMENT_HEADER_LEN;
+    let max = cfg.max_payload();
+    let mut used = seg + first.range.len();
+    out.push(first);
+    while cfg.bundle && used + seg < max && out.len() < MAX_SEGMENTS {
+        let room = max - used - seg;
+        let Some(f) = send.next_fragment_within(now, &may_start, room) else {
+            break;
+        };
+        used += seg + f.range.len();
+        out.push(f);
+    }
+}
+
+/// Encodes a data frame carrying `frags` under header `h`: a plain frame
+/// for one fragment, a bundle for several.
+fn encode_data(
+    mut h: wire::Header,
+    frags: &[send::FragOut],
+    send: &send::SendQueue,
+    buf: &mut [u8],
+) -> Option<usize> {
+    if let [only] = frags {
+        return encode_outgoing(h, Some(only), send, std::iter::empty(), buf);
+    }
+    let mut at = wire::HEADER_LEN;
+    for f in frags {
+        let data = send.data(f.seq).get(f.range.clone())?;
+        let len = u16::try_from(data.len()).ok()?;
+        let seg = wire::Segment::encode_header(f.seq as u32, f.index, f.count, f.msg_len, len);
+        buf.get_mut(at..at + seg.len())?.copy_from_slice(&seg);
+        at += seg.len();
+        buf.get_mut(at..at + data.len())?.copy_from_slice(data);
+        at += data.len();
+    }
+    h.flags |= wire::FLAG_BUNDLE;
+    let payload_len = u16::try_from(at - wire::HEADER_LEN).ok()?;
+    wire::encode_header(&h, payload_len, buf).ok()?;
+    Some(at)
+}
+
 /// Why a message cannot be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

@@ -139,6 +139,18 @@ impl SendQueue {
         now: Instant,
         may_start: impl Fn(u64) -> bool,
     ) -> Option<FragOut> {
+        self.next_fragment_within(now, may_start, usize::MAX)
+    }
+
+    /// [`Self::next_fragment`], if that fragment is at most `max_len`
+    /// bytes; otherwise `None`, and nothing is marked sent (how a bundle
+    /// fills the rest of a frame).
+    pub(crate) fn next_fragment_within(
+        &mut self,
+        now: Instant,
+        may_start: impl Fn(u64) -> bool,
+        max_len: usize,
+    ) -> Option<FragOut> {
         let cwnd = self.cc.window();
         let due = |m: &&OutMsg| m.next.is_some();
         let mut chosen = self
@@ -155,13 +167,16 @@ impl SendQueue {
         }
         let seq = chosen?;
         let m = self.msgs.get_mut(&seq)?;
+        let index = m.next?;
+        let start = usize::from(index) * m.frag_size;
+        let end = (start + m.frag_size).min(m.data.len());
+        if end.saturating_sub(start) > max_len {
+            return None;
+        }
         if !m.started {
             m.started = true;
             self.in_flight += u32::from(m.count);
         }
-        let index = m.next?;
-        let start = usize::from(index) * m.frag_size;
-        let end = (start + m.frag_size).min(m.data.len());
         m.next = m.first_missing(index + 1);
         if m.next.is_none() {
             m.next = None;

@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use super::recv::{AckSet, Insert, Reassembly};
-use super::send::SendQueue;
+use super::send::{FragOut, SendQueue};
 use super::timer::{Timer, TimerTable};
-use super::wire::{FragAck, Frame, FrameType, Header, Mac, extend_seq};
-use super::{Config, SendError, Stats, encode_outgoing};
+use super::wire::{FLAG_BUNDLE, FragAck, Frame, FrameType, Header, Mac, extend_seq, segments};
+use super::{Config, SendError, Stats, encode_data, encode_outgoing, gather};
 
 /// Identifies a request within a [`Server`] session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +66,8 @@ pub struct Server {
     reset_now: bool,
     events: VecDeque<ServerEvent>,
     stats: Stats,
+    /// The fragments of the frame being built (kept to reuse its memory).
+    scratch: Vec<FragOut>,
 }
 
 impl Server {
@@ -86,6 +88,7 @@ impl Server {
             reset_now: false,
             events: VecDeque::new(),
             stats: Stats::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -125,6 +128,9 @@ impl Server {
             }
         }
         match h.ty {
+            FrameType::Request if h.flags & FLAG_BUNDLE != 0 => {
+                self.on_bundle(now, &h, frame.payload);
+            }
             FrameType::Request => self.on_request(now, &h, frame.payload),
             FrameType::Ack => self.on_frag_acks(cum, frame.payload),
             _ => self.stats.malformed += 1,
@@ -180,13 +186,22 @@ impl Server {
             .encode(buf)
             .ok();
         }
-        let frag = self.send.next_fragment(now, |_| true);
-        let h = match &frag {
-            Some(_) => self.header(FrameType::Response),
-            None if self.ack_now => self.header(FrameType::Ack),
+        let n = match self.send.next_fragment(now, |_| true) {
+            Some(first) => {
+                let mut frags = std::mem::take(&mut self.scratch);
+                gather(&mut self.send, now, first, |_| true, &self.cfg, &mut frags);
+                let h = self.header(FrameType::Response);
+                let n = encode_data(h, &frags, &self.send, buf);
+                self.stats.bundles_sent += u64::from(frags.len() > 1);
+                self.scratch = frags;
+                n?
+            }
+            None if self.ack_now => {
+                let h = self.header(FrameType::Ack);
+                encode_outgoing(h, None, &self.send, self.partial(), buf)?
+            }
             None => return None,
         };
-        let n = encode_outgoing(h, frag.as_ref(), &self.send, self.partial(), buf)?;
         self.ack_now = false;
         self.timers.set(Timer::Ack, None);
         self.stats.frames_sent += 1;
@@ -271,6 +286,17 @@ impl Server {
                 self.send.kick(now, seq, gap, &mut self.stats);
                 self.ack_now = true;
             }
+        }
+    }
+
+    /// Each segment of a bundle, as the frame it stands for.
+    fn on_bundle(&mut self, now: Instant, h: &Header, payload: &[u8]) {
+        let Some(segs) = segments(payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        for seg in segs {
+            self.on_request(now, &seg.header(h), seg.data);
         }
     }
 

@@ -8,7 +8,7 @@
 //! | 12..14 | EtherType (big-endian, default `0x88B5`)                  |
 //! | 14     | version (1)                                               |
 //! | 15     | type ([`FrameType`])                                      |
-//! | 16..18 | flags (u16 LE, 0)                                         |
+//! | 16..18 | flags (u16 LE; bit 0: bundle, [`FLAG_BUNDLE`])            |
 //! | 18..20 | payload length (u16 LE)                                   |
 //! | 20..24 | client epoch (u32 LE, never 0)                            |
 //! | 24..28 | server epoch (u32 LE; 0: not yet known by the client)     |
@@ -25,6 +25,9 @@
 //! accessor panics, and encoding the result reproduces the input.
 
 use thiserror::Error;
+
+mod segment;
+pub use segment::{FLAG_BUNDLE, SEGMENT_HEADER_LEN, Segment, Segments, segments};
 
 /// Length of the Ethernet header (two MACs and the EtherType).
 pub const ETH_HEADER_LEN: usize = 14;
@@ -148,7 +151,7 @@ pub struct Header {
     pub ethertype: u16,
     /// Frame type.
     pub ty: FrameType,
-    /// Flags (0 in version 1; carried, not interpreted).
+    /// Flags: [`FLAG_BUNDLE`]; other bits 0, carried, not interpreted.
     pub flags: u16,
     /// The master's session epoch.
     pub client_epoch: u32,
@@ -207,23 +210,7 @@ impl Frame<'_> {
         let payload_len = u16::try_from(self.payload.len()).map_err(|_| WireError::TooLong)?;
         let len = self.encoded_len();
         let buf = buf.get_mut(..len).ok_or(WireError::TooLong)?;
-        let h = &self.header;
-        buf[0..6].copy_from_slice(&h.dst.0);
-        buf[6..12].copy_from_slice(&h.src.0);
-        buf[12..14].copy_from_slice(&h.ethertype.to_be_bytes());
-        buf[14] = VERSION;
-        buf[15] = h.ty.to_byte();
-        buf[16..18].copy_from_slice(&h.flags.to_le_bytes());
-        buf[18..20].copy_from_slice(&payload_len.to_le_bytes());
-        buf[20..24].copy_from_slice(&h.client_epoch.to_le_bytes());
-        buf[24..28].copy_from_slice(&h.server_epoch.to_le_bytes());
-        buf[28..32].copy_from_slice(&h.seq.to_le_bytes());
-        buf[32..34].copy_from_slice(&h.frag_index.to_le_bytes());
-        buf[34..36].copy_from_slice(&h.frag_count.to_le_bytes());
-        buf[36..40].copy_from_slice(&h.msg_len.to_le_bytes());
-        buf[40..44].copy_from_slice(&h.ack_cum.to_le_bytes());
-        buf[44..52].copy_from_slice(&h.ack_bits.to_le_bytes());
-        buf[52..56].copy_from_slice(&h.credit.to_le_bytes());
+        encode_header(&self.header, payload_len, buf)?;
         let end = HEADER_LEN + self.payload.len();
         buf[HEADER_LEN..end].copy_from_slice(self.payload);
         buf[end..].fill(0);
@@ -267,6 +254,30 @@ impl Frame<'_> {
         };
         Ok(Frame { header, payload })
     }
+}
+
+/// Writes `h` with `payload_len` into the first [`HEADER_LEN`] bytes of
+/// `buf` (the payload is the caller's: [`Frame::encode`], or a bundle's
+/// segments).
+pub fn encode_header(h: &Header, payload_len: u16, buf: &mut [u8]) -> Result<(), WireError> {
+    let buf = buf.get_mut(..HEADER_LEN).ok_or(WireError::TooLong)?;
+    buf[0..6].copy_from_slice(&h.dst.0);
+    buf[6..12].copy_from_slice(&h.src.0);
+    buf[12..14].copy_from_slice(&h.ethertype.to_be_bytes());
+    buf[14] = VERSION;
+    buf[15] = h.ty.to_byte();
+    buf[16..18].copy_from_slice(&h.flags.to_le_bytes());
+    buf[18..20].copy_from_slice(&payload_len.to_le_bytes());
+    buf[20..24].copy_from_slice(&h.client_epoch.to_le_bytes());
+    buf[24..28].copy_from_slice(&h.server_epoch.to_le_bytes());
+    buf[28..32].copy_from_slice(&h.seq.to_le_bytes());
+    buf[32..34].copy_from_slice(&h.frag_index.to_le_bytes());
+    buf[34..36].copy_from_slice(&h.frag_count.to_le_bytes());
+    buf[36..40].copy_from_slice(&h.msg_len.to_le_bytes());
+    buf[40..44].copy_from_slice(&h.ack_cum.to_le_bytes());
+    buf[44..52].copy_from_slice(&h.ack_bits.to_le_bytes());
+    buf[52..56].copy_from_slice(&h.credit.to_le_bytes());
+    Ok(())
 }
 
 /// Length of one fragment acknowledgement in an `Ack` frame's payload.

@@ -188,3 +188,85 @@ fn ethertypes_parse_hex_or_decimal_and_refuse_lengths() {
     assert!(super::parse_ethertype("88b5").is_err());
     assert!(super::parse_ethertype("0x1FFFF").is_err());
 }
+
+/// Two segments: message 5 fragment 0 of 1 ("hi"), message 6 fragment 2
+/// of 3 (3 bytes of a 9-byte message).
+const BUNDLE_PAYLOAD: [u8; 37] = [
+    5, 0, 0, 0, // seq
+    0, 0, // fragment index
+    1, 0, // fragment count
+    2, 0, 0, 0, // message length
+    2, 0, // segment length
+    0, 0, // reserved
+    b'h', b'i', //
+    6, 0, 0, 0, // seq
+    2, 0, // fragment index
+    3, 0, // fragment count
+    9, 0, 0, 0, // message length
+    3, 0, // segment length
+    0, 0, // reserved
+    b'x', b'y', b'z', //
+];
+
+#[test]
+fn bundle_segments_golden() {
+    let segs: Vec<Segment<'_>> = segments(&BUNDLE_PAYLOAD).expect("valid").collect();
+    let want = [
+        Segment {
+            seq: 5,
+            frag_index: 0,
+            frag_count: 1,
+            msg_len: 2,
+            data: b"hi",
+        },
+        Segment {
+            seq: 6,
+            frag_index: 2,
+            frag_count: 3,
+            msg_len: 9,
+            data: b"xyz",
+        },
+    ];
+    assert_eq!(segs, want);
+    let mut encoded = Vec::new();
+    for s in &segs {
+        let len = u16::try_from(s.data.len()).expect("short");
+        encoded.extend_from_slice(&Segment::encode_header(
+            s.seq,
+            s.frag_index,
+            s.frag_count,
+            s.msg_len,
+            len,
+        ));
+        encoded.extend_from_slice(s.data);
+    }
+    assert_eq!(encoded, BUNDLE_PAYLOAD);
+    let frame = sample(b"");
+    let h = segs[1].header(&Header {
+        flags: FLAG_BUNDLE,
+        ..frame.header
+    });
+    assert_eq!((h.seq, h.frag_index, h.frag_count, h.msg_len), (6, 2, 3, 9));
+    assert_eq!(h.flags, 0);
+    assert_eq!(h.ack_bits, frame.header.ack_bits);
+}
+
+#[test]
+fn bundle_rejects_bad_segments() {
+    // Empty, cut inside a header, cut inside the data.
+    assert!(segments(&[]).is_none());
+    for cut in [1, 15, 17, 20, 36] {
+        assert!(segments(&BUNDLE_PAYLOAD[..cut]).is_none(), "cut at {cut}");
+    }
+    // Fragment count 0, reserved bytes set.
+    let mut b = BUNDLE_PAYLOAD;
+    b[6] = 0;
+    assert!(segments(&b).is_none());
+    let mut b = BUNDLE_PAYLOAD;
+    b[33] = 1;
+    assert!(segments(&b).is_none());
+    // A length that runs past the end.
+    let mut b = BUNDLE_PAYLOAD;
+    b[30] = 4;
+    assert!(segments(&b).is_none());
+}
