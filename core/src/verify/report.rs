@@ -294,3 +294,94 @@ impl Report {
         }
     }
 }
+
+/// What goes into a report besides the checks' findings.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    /// Volume name.
+    pub volume: String,
+    /// Volume UUID.
+    pub uuid: String,
+    /// The policy text.
+    pub redundancy: String,
+    /// Every backend of the run (counts are filled in from the checks).
+    pub backends: Vec<BackendStatus>,
+    /// Problems found before the checks (backends that did not answer).
+    pub unreachable: Vec<Problem>,
+}
+
+impl Report {
+    /// Puts the fast check's (and the deep check's) findings in order:
+    /// backend-level problems, then by chunk and part, then strays.
+    pub fn assemble(
+        facts: RunFacts,
+        fast: &super::fast::FastView,
+        deep: Option<super::deep::DeepResult>,
+    ) -> Report {
+        let mut backends = facts.backends;
+        fast.fill_backends(&mut backends);
+        let mut problems = facts.unreachable;
+        let named: Vec<BackendId> = problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::BackendUnreachable {
+                    backend: Some(id), ..
+                } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        // A backend already reported (its listing failed) is not reported
+        // again as an unanswered placement entry.
+        problems.extend(
+            fast.global
+                .iter()
+                .filter(|p| match p {
+                    Problem::BackendUnreachable {
+                        backend: Some(id),
+                        address: None,
+                        ..
+                    } => !named.contains(id),
+                    _ => true,
+                })
+                .cloned(),
+        );
+        let mut per_chunk: Vec<Problem> = fast.parts.clone();
+        let (counts, blocks_checked) = match &deep {
+            Some(d) => {
+                per_chunk.extend(d.problems.iter().cloned());
+                (d.counts, d.blocks_checked)
+            }
+            None => {
+                let (counts, lost) = fast.counts();
+                per_chunk.extend(lost);
+                (counts, 0)
+            }
+        };
+        per_chunk.sort_by_key(chunk_key);
+        problems.extend(per_chunk);
+        problems.extend(fast.strays.iter().cloned());
+        Report {
+            schema: SCHEMA,
+            volume: facts.volume,
+            uuid: facts.uuid,
+            redundancy: facts.redundancy,
+            deep: deep.is_some(),
+            state: Report::state_of(&problems, &counts),
+            chunks: counts,
+            blocks_checked,
+            backends,
+            problems,
+        }
+    }
+}
+
+/// Sort key of per-chunk problems: chunk, then part (chunk-wide last).
+fn chunk_key(p: &Problem) -> (u64, u16) {
+    match (p, p.part()) {
+        (_, Some(at)) => (at.chunk, u16::from(at.part)),
+        (Problem::ChunkLost { chunk, .. } | Problem::BlocksLost { chunk, .. }, None) => {
+            (*chunk, u16::MAX)
+        }
+        _ => (u64::MAX, u16::MAX),
+    }
+}
