@@ -94,6 +94,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// The admin socket (`qbd repair` runs through it while this master
+    /// serves the volume) [default: <state>/<volume>.admin.sock].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+
     /// Seconds a client may take to finish the NBD handshake.
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,
@@ -119,8 +124,11 @@ pub const DEFAULT_STATE: &str = "/var/lib/qbd";
 
 const AFTER_HELP: &str = "\
 When ready, prints one line to stdout:
-  qbd-master: ready volume=NAME size=BYTES tcp=ADDR [unix=PATH]
+  qbd-master: ready volume=NAME size=BYTES tcp=ADDR [unix=PATH] admin=PATH
 SIGTERM or SIGINT: stops accepting, finishes in-flight requests, syncs, exits 0.
+The admin socket (--admin-socket, default <state>/<volume>.admin.sock) takes
+one JSON request per connection: {\"op\":\"hello\"} or {\"op\":\"repair\",
+\"options\":{\"dry_run\":false,\"max_rate\":null,\"restart\":false}}; see docs/repair.md.
 
 Examples:
   qbd-master --volume vm1 --size 20G --redundancy replicate:2 --dir /srv/a --dir /mnt/nfs/b

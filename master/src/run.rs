@@ -42,6 +42,14 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
         listeners.push(Listener::Unix(unix));
         ready.push_str(&format!(" unix={}", path.display()));
     }
+    let admin_path = args
+        .admin_socket
+        .clone()
+        .unwrap_or_else(|| crate::admin::default_socket(&args.state, &req.name));
+    remove_stale_socket(&admin_path)?;
+    let admin_listener = UnixListener::bind(&admin_path)
+        .map_err(|e| setup(format!("cannot listen on {}: {e}", admin_path.display())))?;
+    ready.push_str(&format!(" admin={}", admin_path.display()));
     let mut cfg = ExportConfig::new(req.name.clone());
     cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout);
     let server = Server::new(Arc::clone(&volume), cfg);
@@ -50,7 +58,11 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     let shutdown = shutdown_signal()?;
     announce(&ready);
     let maintenance = tokio::spawn(maintain_forever(Arc::clone(&volume)));
+    let admin = crate::admin::server::Admin::new(Arc::clone(&volume), args.state.clone());
+    let admin = tokio::spawn(admin.serve(admin_listener));
     let served = server.run(listeners, shutdown).await;
+    admin.abort();
+    let _ = std::fs::remove_file(&admin_path);
     maintenance.abort();
     let flushed = volume.flush_all().await;
     if let Some(path) = &args.socket {

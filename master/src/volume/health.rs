@@ -51,6 +51,11 @@ impl Health {
         self.stale[slot].clear(chunk);
     }
 
+    /// Marks `slot` failed without a message (a backend absent at open).
+    pub(super) fn set_failed(&self, slot: usize) {
+        self.failed[slot].store(true, Ordering::Release);
+    }
+
     pub(super) fn unfail(&self, slot: usize) {
         self.failed[slot].store(false, Ordering::Release);
     }

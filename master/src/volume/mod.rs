@@ -8,6 +8,8 @@
 //! - [`ec`]: erasure-coded volumes (rows, parity, reconstruction).
 //! - [`journal`]: the master's redo journal of EC row updates (the write
 //!   hole), replayed at open before the volume is served.
+//! - [`repair`]: `qbd repair`'s work (rebuild missing, corrupt and stale
+//!   parts chunk by chunk), run offline or inside a master.
 //!
 //! Invariants: a chunk's allocation bit is set on every backend holding one
 //! of its parts before its first write; a write is acknowledged only after
@@ -26,6 +28,7 @@ pub mod open;
 pub mod range_lock;
 mod read;
 pub mod recover;
+pub mod repair;
 mod write;
 
 use std::sync::Arc;
@@ -38,7 +41,7 @@ use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::placement::PlacementTable;
 
 pub use error::VolumeError;
-pub use open::{OpenRequest, open_volume};
+pub use open::{OpenMode, OpenRequest, open_volume, open_volume_with};
 
 /// An open volume.
 #[derive(Debug)]

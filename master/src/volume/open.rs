@@ -18,6 +18,7 @@ use super::health::Health;
 use super::intent::{Dirty, IntentLog};
 use super::journal::{Journal, Outstanding, Shape};
 use super::range_lock::RangeLock;
+use super::repair::absent::Absent;
 use super::{AllocBits, Volume, VolumeError};
 
 /// Default block size.
@@ -38,21 +39,61 @@ pub struct OpenRequest {
     pub state_dir: std::path::PathBuf,
 }
 
+/// How [`open_volume_with`] opens a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// A master: create if absent, every backend of the table needed,
+    /// take an epoch, recover (replay, reconcile, resync).
+    Serve,
+    /// `qbd repair` offline: the volume must exist; backends of the table
+    /// that were not given stand in as unreachable (failed) slots; take an
+    /// epoch, replay and reconcile, but leave the resync to the repair.
+    Repair,
+    /// `qbd repair --dry-run`: like `Repair` but writes nothing anywhere:
+    /// no epoch, no recovery (the backends' locks are still taken).
+    Inspect,
+}
+
+impl OpenMode {
+    fn tolerant(self) -> bool {
+        self != OpenMode::Serve
+    }
+}
+
 /// Opens (creating if no backend has it) volume `req.name` on `backends`.
 pub async fn open_volume(
     backends: Vec<Arc<dyn Backend>>,
     req: &OpenRequest,
 ) -> Result<Volume, VolumeError> {
+    open_volume_with(backends, req, OpenMode::Serve).await
+}
+
+/// Opens volume `req.name` on `backends` as `mode` says.
+pub async fn open_volume_with(
+    backends: Vec<Arc<dyn Backend>>,
+    req: &OpenRequest,
+    mode: OpenMode,
+) -> Result<Volume, VolumeError> {
     check_name(&req.name)?;
     check_distinct(&backends)?;
     let numbers = volume_numbers(&backends, &req.name).await?;
     let meta = match numbers {
+        None if mode.tolerant() => {
+            return Err(VolumeError::Setup(format!(
+                "no given backend holds volume {:?}",
+                req.name
+            )));
+        }
         None => create(&backends, req).await?,
         Some(nr) => load(&backends, nr, req).await?,
     };
-    let slots = bind_slots(&backends, &meta)?;
+    let (slots, absent) = bind_slots(&backends, &meta, mode.tolerant())?;
     let mut alloc = None;
-    for b in &slots {
+    for (_, b) in slots
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| !absent.contains(s))
+    {
         let decoded = b.open_volume(meta.clone()).await?;
         for p in &decoded.corrupt_pages {
             eprintln!(
@@ -66,19 +107,36 @@ pub async fn open_volume(
     }
     // Re-read under the locks: another master may have taken an epoch
     // between our first read and our lock.
-    let meta = reload_locked(&slots, meta).await?;
-    let meta = take_epoch(&slots, meta).await?;
+    let present: Vec<Arc<dyn Backend>> = (0..slots.len())
+        .filter(|s| !absent.contains(s))
+        .map(|s| Arc::clone(&slots[s]))
+        .collect();
+    let meta = reload_locked(&present, meta).await?;
+    let meta = match mode {
+        OpenMode::Inspect => meta,
+        _ => take_epoch(&present, meta).await?,
+    };
     let geo = meta.geometry()?;
     let map = alloc.ok_or_else(|| VolumeError::Setup("no backends".into()))?;
-    let health = load_health(&slots, &meta, geo.chunk_count()).await?;
+    let health = load_health(&present, &meta, geo.chunk_count()).await?;
+    absent.iter().for_each(|&s| health.set_failed(s));
+    // Inspecting writes nothing, not even the master's state: its logs go
+    // to a scratch directory removed once they are open.
+    let scratch = (mode == OpenMode::Inspect).then(|| {
+        std::env::temp_dir().join(format!("qbd-inspect-{}-{}", std::process::id(), meta.uuid))
+    });
+    let state_dir = scratch.as_ref().unwrap_or(&req.state_dir);
     let (intent, dirty) = IntentLog::open(
-        &req.state_dir,
+        state_dir,
         meta.uuid,
         geo.chunk_count(),
         meta.epoch - 1,
         meta.epoch,
     )?;
-    let (journal, outstanding) = open_journal(&req.state_dir, &meta, &geo)?;
+    let (journal, outstanding) = open_journal(state_dir, &meta, &geo)?;
+    if let Some(dir) = &scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let volume = Volume {
         placement: meta.placement()?,
         generations: GenerationCounter::new(meta.epoch),
@@ -94,7 +152,9 @@ pub async fn open_volume(
         ec: Ec::for_geometry(&geo)?,
         journal,
     };
-    recover(&volume, dirty, outstanding).await?;
+    if mode != OpenMode::Inspect {
+        recover(&volume, dirty, outstanding, mode == OpenMode::Serve).await?;
+    }
     Ok(volume)
 }
 
@@ -117,8 +177,13 @@ fn open_journal(
 }
 
 /// Replays the EC journal, reconciles what a crash may have left
-/// inconsistent, then resyncs stale parts.
-async fn recover(volume: &Volume, dirty: Dirty, journal: Outstanding) -> Result<(), VolumeError> {
+/// inconsistent, then (if `resync`) resyncs stale parts.
+async fn recover(
+    volume: &Volume,
+    dirty: Dirty,
+    journal: Outstanding,
+    resync: bool,
+) -> Result<(), VolumeError> {
     volume.replay_journal(journal).await?;
     let chunks = match dirty {
         Dirty::Chunks(c) => c,
@@ -134,8 +199,18 @@ async fn recover(volume: &Volume, dirty: Dirty, journal: Outstanding) -> Result<
         }
     };
     volume.reconcile(&chunks).await?;
+    // A backend absent now may disagree with what reconcile chose: its
+    // parts of those chunks are stale until resynced.
+    let absent: Vec<usize> = (0..volume.backends.len())
+        .filter(|&s| volume.health.is_failed(s))
+        .collect();
+    if !absent.is_empty() && !chunks.is_empty() {
+        volume.degrade(&absent, &chunks).await?;
+    }
     volume.intent.recovered()?;
-    volume.resync().await?;
+    if resync {
+        volume.resync().await?;
+    }
     Ok(())
 }
 
@@ -315,11 +390,17 @@ async fn load(
     Ok(meta)
 }
 
-/// Orders the given backends by the placement table; refuses extra or missing ones.
+/// Backends by slot, and the slots that stand in for absent ones.
+type Slots = (Vec<Arc<dyn Backend>>, Vec<usize>);
+
+/// Orders the given backends by the placement table; refuses extra ones,
+/// and missing ones unless `tolerate_absent` (then they stand in as
+/// [`Absent`] backends, whose slots are returned second).
 fn bind_slots(
     backends: &[Arc<dyn Backend>],
     meta: &VolumeMeta,
-) -> Result<Vec<Arc<dyn Backend>>, VolumeError> {
+    tolerate_absent: bool,
+) -> Result<Slots, VolumeError> {
     let by_id: HashMap<BackendId, &Arc<dyn Backend>> =
         backends.iter().map(|b| (b.id(), b)).collect();
     for b in backends {
@@ -332,18 +413,25 @@ fn bind_slots(
             )));
         }
     }
-    meta.placement
+    let mut absent = Vec::new();
+    let slots = meta
+        .placement
         .iter()
-        .map(|id| {
-            by_id.get(id).map(|b| Arc::clone(b)).ok_or_else(|| {
-                VolumeError::Setup(format!(
-                    "backend {id} of volume {:?} was not given (all {} backends of its placement table are needed)",
-                    meta.name,
-                    meta.placement.len()
-                ))
-            })
+        .enumerate()
+        .map(|(slot, id)| match by_id.get(id) {
+            Some(b) => Ok(Arc::clone(b)),
+            None if tolerate_absent => {
+                absent.push(slot);
+                Ok(Arc::new(Absent::new(*id)) as Arc<dyn Backend>)
+            }
+            None => Err(VolumeError::Setup(format!(
+                "backend {id} of volume {:?} was not given (all {} backends of its placement table are needed)",
+                meta.name,
+                meta.placement.len()
+            ))),
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((slots, absent))
 }
 
 /// The freshest `.meta` of the volume, read while holding the backends' locks.

@@ -21,9 +21,11 @@
 //!
 //! **Resync** (stale parts on usable backends): the part is recreated empty
 //! and every written block copied from a good part; then the degraded map
-//! entry is cleared on every backend.
+//! entry is cleared on every backend. `qbd repair` ([`super::repair`])
+//! reuses the winner rule and the replica rebuild.
 
 use qbd_core::backend::{BlockState, BlockWrite, PartId, PartRead, WriteData};
+use qbd_core::format::record::RECORD_SIZE;
 use qbd_core::generation::Generation;
 
 use super::io::Segment;
@@ -202,51 +204,43 @@ impl Volume {
     ) -> Result<u64, VolumeError> {
         let bs = self.bs() as usize;
         let bi = b as usize;
-        let gen_of = |st: &BlockState| match st {
-            BlockState::Unwritten => Some(Generation::NONE),
-            BlockState::Data(g) | BlockState::Zero(g) => Some(*g),
-            BlockState::Corrupt(_) => None,
-        };
-        let best = copies
-            .iter()
-            .filter_map(|(p, r)| gen_of(&r.blocks[bi]).map(|g| (g, *p, r)))
-            .max_by_key(|(g, ..)| *g);
-        let (payload, generation, agree): (WriteData, Generation, Vec<usize>) = match best {
-            Some((g, _, r)) => {
-                let payload = match &r.blocks[bi] {
-                    BlockState::Data(_) => {
-                        WriteData::Bytes(r.data[bi * bs..(bi + 1) * bs].to_vec())
-                    }
-                    _ => WriteData::Zero { punch: true },
-                };
-                let same = copies
-                    .iter()
-                    .filter(|(_, c)| c.blocks[bi] == r.blocks[bi])
-                    .map(|(p, _)| *p)
-                    .collect();
-                (payload, g, same)
-            }
-            None => {
-                let Some((p, _)) = copies.first() else {
-                    return Ok(0);
-                };
-                let slot = self.placement.slot(chunk, *p);
-                let raw = self.backends[slot]
-                    .read_raw(
-                        PartId {
-                            chunk,
-                            part: *p as u8,
-                        },
-                        b,
-                    )
-                    .await?;
-                let g = self
-                    .generations
-                    .next()
-                    .ok_or(VolumeError::GenerationsExhausted)?;
-                (WriteData::Bytes(raw.data), g, Vec::new())
-            }
-        };
+        let (payload, generation, agree): (WriteData, Generation, Vec<usize>) =
+            match block_winner(copies, bi) {
+                Some((g, r)) => {
+                    let payload = match &r.blocks[bi] {
+                        BlockState::Data(_) => {
+                            WriteData::Bytes(r.data[bi * bs..(bi + 1) * bs].to_vec())
+                        }
+                        _ => WriteData::Zero { punch: true },
+                    };
+                    let same = copies
+                        .iter()
+                        .filter(|(_, c)| c.blocks[bi] == r.blocks[bi])
+                        .map(|(p, _)| *p)
+                        .collect();
+                    (payload, g, same)
+                }
+                None => {
+                    let Some((p, _)) = copies.first() else {
+                        return Ok(0);
+                    };
+                    let slot = self.placement.slot(chunk, *p);
+                    let raw = self.backends[slot]
+                        .read_raw(
+                            PartId {
+                                chunk,
+                                part: *p as u8,
+                            },
+                            b,
+                        )
+                        .await?;
+                    let g = self
+                        .generations
+                        .next()
+                        .ok_or(VolumeError::GenerationsExhausted)?;
+                    (WriteData::Bytes(raw.data), g, Vec::new())
+                }
+            };
         let mut fixed = 0;
         for (p, _) in copies.iter().filter(|(p, _)| !agree.contains(p)) {
             let w = BlockWrite {
@@ -318,34 +312,62 @@ impl Volume {
             let (a, b) = self.lock_range(s);
             let _g = self.locks.lock(a, b, Mode::Exclusive).await;
             let good = self.read_verified(s).await?;
-            let target = &self.backends[slot];
-            target.recreate(part).await?;
-            let bs = self.bs() as usize;
-            for (i, st) in good.states.iter().enumerate() {
-                let (data, generation) = match st {
-                    BlockState::Data(g) => (
-                        WriteData::Bytes(good.data[i * bs..(i + 1) * bs].to_vec()),
-                        *g,
-                    ),
-                    BlockState::Zero(g) => (WriteData::Zero { punch: true }, *g),
-                    _ => continue,
-                };
-                target
-                    .repair(BlockWrite {
-                        part,
-                        first: i as u32,
-                        count: 1,
-                        data,
-                        generation,
-                    })
-                    .await?;
-            }
-            target.sync(Some(vec![part])).await?;
+            let image: Vec<Option<BlockState>> = good.states.into_iter().map(Some).collect();
+            self.rebuild_replica(slot, part, &good.data, &image).await?;
         }
         self.clear_stale_everywhere(slot, chunk).await
     }
 
-    async fn clear_stale_everywhere(&self, slot: usize, chunk: u64) -> Result<(), VolumeError> {
+    /// Replaces replica `part` on `slot` with a fresh file holding `image`
+    /// (per block: the good copy's state, its bytes in `data`; `None`: no
+    /// good copy, so the block gets an invalid record and reads as lost,
+    /// never as zeros), written with the repair operation, then synced.
+    /// Returns the blocks written.
+    pub(super) async fn rebuild_replica(
+        &self,
+        slot: usize,
+        part: PartId,
+        data: &[u8],
+        image: &[Option<BlockState>],
+    ) -> Result<u64, VolumeError> {
+        let target = &self.backends[slot];
+        target.recreate(part).await?;
+        let bs = self.bs() as usize;
+        let mut written = 0;
+        for (i, st) in image.iter().enumerate() {
+            let (data, generation) = match st {
+                Some(BlockState::Data(g)) => {
+                    (WriteData::Bytes(data[i * bs..(i + 1) * bs].to_vec()), *g)
+                }
+                Some(BlockState::Zero(g)) => (WriteData::Zero { punch: true }, *g),
+                Some(_) => continue,
+                None => {
+                    target
+                        .write_raw(part, i as u32, None, Some(LOST_RECORD))
+                        .await?;
+                    continue;
+                }
+            };
+            target
+                .repair(BlockWrite {
+                    part,
+                    first: i as u32,
+                    count: 1,
+                    data,
+                    generation,
+                })
+                .await?;
+            written += 1;
+        }
+        target.sync(Some(vec![part])).await?;
+        Ok(written)
+    }
+
+    pub(super) async fn clear_stale_everywhere(
+        &self,
+        slot: usize,
+        chunk: u64,
+    ) -> Result<(), VolumeError> {
         let of = self.backends[slot].id();
         for h in 0..self.backends.len() {
             if h != slot && !self.health.is_failed(h) {
@@ -354,6 +376,31 @@ impl Volume {
         }
         self.health.clear_stale(slot, chunk);
         Ok(())
+    }
+}
+
+/// A record no block can have (it fails its checksum): what a rebuilt part
+/// holds where no good copy of a block was left, so it reads as lost.
+pub(super) const LOST_RECORD: [u8; RECORD_SIZE] = [0xff; RECORD_SIZE];
+
+/// The copy of block `b` with the highest valid generation, if any copy is
+/// valid (reconcile's and repair's winner).
+pub(super) fn block_winner(
+    copies: &[(usize, PartRead)],
+    b: usize,
+) -> Option<(Generation, &PartRead)> {
+    copies
+        .iter()
+        .filter_map(|(_, r)| block_generation(&r.blocks[b]).map(|g| (g, r)))
+        .max_by_key(|(g, _)| *g)
+}
+
+/// The generation a block state vouches for (`None`: it fails its checks).
+pub(super) fn block_generation(st: &BlockState) -> Option<Generation> {
+    match st {
+        BlockState::Unwritten => Some(Generation::NONE),
+        BlockState::Data(g) | BlockState::Zero(g) => Some(*g),
+        BlockState::Corrupt(_) => None,
     }
 }
 

@@ -28,7 +28,10 @@ use super::parity::ParityWrite;
 use super::rows::restore_async;
 
 /// Consecutive indices with the same `Some` key.
-fn runs<T: PartialEq + Copy>(n: usize, key: impl Fn(usize) -> Option<T>) -> Vec<(Range<usize>, T)> {
+pub(in crate::volume) fn runs<T: PartialEq + Copy>(
+    n: usize,
+    key: impl Fn(usize) -> Option<T>,
+) -> Vec<(Range<usize>, T)> {
     let mut out: Vec<(Range<usize>, T)> = Vec::new();
     for i in 0..n {
         let Some(kv) = key(i) else { continue };
@@ -97,7 +100,7 @@ impl Volume {
         Ok(())
     }
 
-    async fn resync_data(
+    pub(in crate::volume) async fn resync_data(
         &self,
         slot: usize,
         part: PartId,
@@ -120,7 +123,7 @@ impl Volume {
     }
 
     /// Parity shard `j` of restored data parts (all K, in part order).
-    fn encode_parity_of(
+    pub(in crate::volume) fn encode_parity_of(
         &self,
         data: &[(usize, CachedPart)],
         j: usize,
@@ -230,7 +233,7 @@ impl Volume {
 }
 
 /// Per row, the K data generations of restored data parts (all known).
-fn row_gens(data: &[(usize, CachedPart)], k: usize) -> Vec<Vec<Generation>> {
+pub(in crate::volume) fn row_gens(data: &[(usize, CachedPart)], k: usize) -> Vec<Vec<Generation>> {
     let rows = data.first().map_or(0, |(_, c)| c.gens.len());
     (0..rows)
         .map(|r| {

@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use futures_util::future::join_all;
-use qbd_core::backend::{BlockState, PartId};
+use qbd_core::backend::{BackendError, BlockState, PartId};
 use qbd_core::ec::{EcCodec, EcError, PartMeta, PartSet, RowVerdict, check_row};
 use qbd_core::generation::Generation;
 
@@ -45,6 +45,17 @@ impl RunRead {
     }
 }
 
+/// How one part of a run was read.
+#[derive(Debug)]
+pub enum PartProbe {
+    /// Read (its blocks may still fail their checks).
+    Read,
+    /// Not read: its backend is failed or the part is stale.
+    Unusable,
+    /// The read failed.
+    Failed(BackendError),
+}
+
 /// The generation a data block state stands for (`None`: unusable).
 pub fn data_generation(st: &BlockState) -> Option<Generation> {
     match st {
@@ -60,15 +71,36 @@ impl Volume {
     /// `Unavailable`; a part that cannot be read is handled like a
     /// replicated read handles it (stale or backend failed).
     pub(in crate::volume) async fn read_run(&self, chunk: u64, rows: Range<u32>) -> RunRead {
-        let parts = self.geo.redundancy.parts();
-        let reads = (0..parts).map(|p| self.read_part_run(chunk, p, rows.clone()));
-        RunRead {
-            parts: join_all(reads).await,
-            rows,
+        let (run, probes) = self.probe_run(chunk, rows).await;
+        for (p, probe) in probes.iter().enumerate() {
+            if let PartProbe::Failed(e) = probe {
+                self.part_unreadable(self.placement.slot(chunk, p), chunk, e)
+                    .await;
+            }
         }
+        run
     }
 
-    async fn read_part_run(&self, chunk: u64, part: usize, rows: Range<u32>) -> PartRun {
+    /// [`Volume::read_run`] without side effects: a part that cannot be
+    /// read is reported in its [`PartProbe`], not recorded (repair and its
+    /// dry run decide what to do about it).
+    pub(in crate::volume) async fn probe_run(
+        &self,
+        chunk: u64,
+        rows: Range<u32>,
+    ) -> (RunRead, Vec<PartProbe>) {
+        let parts = self.geo.redundancy.parts();
+        let reads = (0..parts).map(|p| self.read_part_run(chunk, p, rows.clone()));
+        let (parts, probes) = join_all(reads).await.into_iter().unzip();
+        (RunRead { parts, rows }, probes)
+    }
+
+    async fn read_part_run(
+        &self,
+        chunk: u64,
+        part: usize,
+        rows: Range<u32>,
+    ) -> (PartRun, PartProbe) {
         let bs = self.bs() as usize;
         let n = rows.len();
         let unavailable = || PartRun {
@@ -77,7 +109,7 @@ impl Volume {
         };
         let slot = self.placement.slot(chunk, part);
         if !self.usable(slot, chunk) {
-            return unavailable();
+            return (unavailable(), PartProbe::Unusable);
         }
         let id = PartId {
             chunk,
@@ -85,10 +117,7 @@ impl Volume {
         };
         let read = match self.backends[slot].read(id, rows.start, n as u32).await {
             Ok(r) => r,
-            Err(e) => {
-                self.part_unreadable(slot, chunk, &e).await;
-                return unavailable();
-            }
+            Err(e) => return (unavailable(), PartProbe::Failed(e)),
         };
         let k = self.geo.redundancy.data_parts();
         let metas = if part < k {
@@ -99,10 +128,11 @@ impl Volume {
         } else {
             self.parity_metas(slot, id, rows.start, &read.blocks).await
         };
-        PartRun {
+        let run = PartRun {
             data: read.data,
             metas,
-        }
+        };
+        (run, PartProbe::Read)
     }
 }
 
