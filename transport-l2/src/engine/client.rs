@@ -21,7 +21,10 @@ use super::recv::{Insert, Reassembly};
 use super::send::{FragOut, SendQueue};
 use super::timer::{Timer, TimerTable};
 use super::wire::{FLAG_BUNDLE, FragAck, Frame, FrameType, Header, Mac, extend_seq, segments};
-use super::{Config, SendError, Stats, encode_data, encode_outgoing, gather};
+use super::{
+    Config, DUPLICATES_MAX, SendError, Stats, duplicates_reported, encode_data, encode_outgoing,
+    gather, report_duplicates,
+};
 
 /// Identifies a message sent by a [`Client`] (never reused by one engine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,6 +88,8 @@ pub struct Client {
     stats: Stats,
     /// The fragments of the frame being built (kept to reuse its memory).
     scratch: Vec<FragOut>,
+    /// Data frames received twice, not yet reported to the peer.
+    dups_unreported: u32,
 }
 
 impl Client {
@@ -105,6 +110,7 @@ impl Client {
             events: VecDeque::new(),
             stats: Stats::default(),
             scratch: Vec::new(),
+            dups_unreported: 0,
         }
     }
 
@@ -142,6 +148,8 @@ impl Client {
             return;
         }
         self.stats.frames_received += 1;
+        let dups = duplicates_reported(h.flags);
+        self.send.on_duplicates(now, dups, &mut self.stats);
         if h.ty == FrameType::Reset {
             self.update_timers();
             return;
@@ -193,6 +201,7 @@ impl Client {
             None => return None,
         };
         self.ack_now = false;
+        self.dups_unreported -= self.dups_unreported.min(DUPLICATES_MAX);
         self.timers.set(Timer::Ack, None);
         self.stats.frames_sent += 1;
         self.update_timers();
@@ -224,6 +233,11 @@ impl Client {
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The congestion window towards the node, in frames.
+    pub fn window(&self) -> u32 {
+        self.send.window()
     }
 
     /// Messages sent and not yet answered or failed.
@@ -275,7 +289,7 @@ impl Client {
         let seq = extend_seq(self.next_seq, h.seq);
         let Some(p) = self.pending.get_mut(&seq) else {
             // Answered or failed already: a duplicate; ack it again.
-            self.stats.duplicates += 1;
+            self.duplicate();
             self.ack_now = true;
             return;
         };
@@ -296,12 +310,19 @@ impl Client {
             }
             Insert::Partial => {}
             Insert::Duplicate => {
-                self.stats.duplicates += 1;
+                self.duplicate();
                 self.ack_now = true;
             }
             Insert::Invalid => self.stats.malformed += 1,
             Insert::Complete => self.complete(now, seq),
         }
+    }
+
+    /// A data frame of a message this side has whole already: counted, and
+    /// reported to the node in the next frame's flags (§5).
+    fn duplicate(&mut self) {
+        self.stats.duplicates += 1;
+        self.dups_unreported = self.dups_unreported.saturating_add(1);
     }
 
     /// Each segment of a bundle, as the frame it stands for.
@@ -391,7 +412,7 @@ impl Client {
             src: self.local,
             ethertype: self.cfg.ethertype,
             ty,
-            flags: 0,
+            flags: report_duplicates(self.dups_unreported),
             client_epoch: self.cfg.epoch,
             server_epoch: self.server_epoch,
             seq: 0,

@@ -118,6 +118,9 @@ pub struct Stats {
     pub retransmissions: u64,
     /// Fragments sent again by those retransmissions.
     pub retransmitted_frames: u64,
+    /// Window decreases undone because every frame sent again after them
+    /// reached the peer twice (§5: the timeout was a delay, not a loss).
+    pub undone_decreases: u64,
     /// Reset frames sent (server) or accepted (client).
     pub resets: u64,
     /// Messages that failed or responses given up on.
@@ -135,6 +138,7 @@ impl Stats {
         self.duplicates += other.duplicates;
         self.retransmissions += other.retransmissions;
         self.retransmitted_frames += other.retransmitted_frames;
+        self.undone_decreases += other.undone_decreases;
         self.resets += other.resets;
         self.expired += other.expired;
     }

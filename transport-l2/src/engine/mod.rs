@@ -105,6 +105,19 @@ fn encode_outgoing<'a>(
     wire::Frame { header: h, payload }.encode(buf).ok()
 }
 
+/// Most duplicates one frame reports (flags bits 8..16).
+const DUPLICATES_MAX: u32 = 255;
+
+/// The flags that report `unreported` duplicates (as many as fit).
+fn report_duplicates(unreported: u32) -> u16 {
+    (unreported.min(DUPLICATES_MAX) as u16) << 8
+}
+
+/// The duplicates a received frame's flags report.
+fn duplicates_reported(flags: u16) -> u32 {
+    u32::from(flags >> 8)
+}
+
 /// Most segments in one bundle.
 const MAX_SEGMENTS: usize = 64;
 

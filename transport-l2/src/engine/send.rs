@@ -183,7 +183,7 @@ impl SendQueue {
             m.last_sent = Some(now);
             m.first_sent.get_or_insert(now);
             let queued = queue_allowance(self.in_flight, self.max_payload);
-            m.rto_at = Some(now + self.rtt.rto_backoff(m.backoff) + queued);
+            m.rto_at = Some(now + self.rtt.rto_backoff(now, m.backoff) + queued);
         }
         Some(FragOut {
             seq,
@@ -263,6 +263,7 @@ impl SendQueue {
             if let Some(sent) = m.first_sent {
                 self.cc.on_timeout(sent, now);
             }
+            self.cc.on_retransmit(m.missing().max(1));
         }
     }
 
@@ -279,6 +280,7 @@ impl SendQueue {
         m.restart_round();
         stats.retransmissions += 1;
         stats.retransmitted_frames += m.missing().max(1);
+        self.cc.on_retransmit(m.missing().max(1));
     }
 
     /// The peer reports which fragments of `seq` it has. After a complete
@@ -302,7 +304,27 @@ impl SendQueue {
             m.restart_round();
             stats.retransmissions += 1;
             stats.retransmitted_frames += m.missing();
+            self.cc.on_retransmit(m.missing());
         }
+    }
+
+    /// The peer reports `frames` data frames it had already (flags bits
+    /// 8..16): undoes the last window decrease if those were all of the
+    /// frames sent again since, and keeps the RTO above the delay that
+    /// proved spurious.
+    pub(crate) fn on_duplicates(&mut self, now: Instant, frames: u32, stats: &mut Stats) {
+        if frames == 0 {
+            return;
+        }
+        if let Some(spike) = self.cc.on_duplicates(now, frames) {
+            stats.undone_decreases += 1;
+            self.rtt.note_spike(now, spike);
+        }
+    }
+
+    /// The congestion window, in frames.
+    pub(crate) fn window(&self) -> u32 {
+        self.cc.window()
     }
 
     /// Whether `seq` is queued and acknowledged.

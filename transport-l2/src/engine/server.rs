@@ -21,7 +21,10 @@ use super::recv::{AckSet, Insert, Reassembly};
 use super::send::{FragOut, SendQueue};
 use super::timer::{Timer, TimerTable};
 use super::wire::{FLAG_BUNDLE, FragAck, Frame, FrameType, Header, Mac, extend_seq, segments};
-use super::{Config, SendError, Stats, encode_data, encode_outgoing, gather};
+use super::{
+    Config, DUPLICATES_MAX, SendError, Stats, duplicates_reported, encode_data, encode_outgoing,
+    gather, report_duplicates,
+};
 
 /// Identifies a request within a [`Server`] session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,6 +71,8 @@ pub struct Server {
     stats: Stats,
     /// The fragments of the frame being built (kept to reuse its memory).
     scratch: Vec<FragOut>,
+    /// Data frames received twice, not yet reported to the peer.
+    dups_unreported: u32,
 }
 
 impl Server {
@@ -89,6 +94,7 @@ impl Server {
             events: VecDeque::new(),
             stats: Stats::default(),
             scratch: Vec::new(),
+            dups_unreported: 0,
         }
     }
 
@@ -119,6 +125,8 @@ impl Server {
             return;
         }
         self.stats.frames_received += 1;
+        let dups = duplicates_reported(h.flags);
+        self.send.on_duplicates(now, dups, &mut self.stats);
         let reference = self.floor.unwrap_or(0).max(self.received.cum());
         let cum = extend_seq(reference, h.ack_cum);
         self.advance_floor(cum);
@@ -203,6 +211,7 @@ impl Server {
             None => return None,
         };
         self.ack_now = false;
+        self.dups_unreported -= self.dups_unreported.min(DUPLICATES_MAX);
         self.timers.set(Timer::Ack, None);
         self.stats.frames_sent += 1;
         self.update_timers();
@@ -249,7 +258,11 @@ impl Server {
         let seq = extend_seq(floor, h.seq);
         // Below the floor: finished at the master. Far above: not a number
         // the master can have sent (the window is 64); refuse to hold state.
-        if seq < floor || seq >= floor + 4 * self.cfg.in_flight_limit() {
+        if seq < floor {
+            self.duplicate();
+            return;
+        }
+        if seq >= floor + 4 * self.cfg.in_flight_limit() {
             self.stats.duplicates += 1;
             return;
         }
@@ -272,21 +285,28 @@ impl Server {
                     self.timers.set_earliest(Timer::Ack, at);
                 }
                 Insert::Partial => {}
-                Insert::Duplicate => self.stats.duplicates += 1,
+                Insert::Duplicate => self.duplicate(),
                 Insert::Invalid => self.stats.malformed += 1,
                 Insert::Complete => self.deliver(now, seq),
             },
             ReqState::Executing | ReqState::Done => {
-                self.stats.duplicates += 1;
+                self.duplicate();
                 self.ack_now = true;
             }
             ReqState::Answered(_) => {
-                self.stats.duplicates += 1;
+                self.duplicate();
                 let gap = self.cfg.min_rto / 2;
                 self.send.kick(now, seq, gap, &mut self.stats);
                 self.ack_now = true;
             }
         }
+    }
+
+    /// A data frame of a request this side has whole already: counted, and
+    /// reported to the master in the next frame's flags (§5).
+    fn duplicate(&mut self) {
+        self.stats.duplicates += 1;
+        self.dups_unreported = self.dups_unreported.saturating_add(1);
     }
 
     /// Each segment of a bundle, as the frame it stands for.
@@ -384,7 +404,7 @@ impl Server {
             src: self.local,
             ethertype: self.cfg.ethertype,
             ty,
-            flags: 0,
+            flags: report_duplicates(self.dups_unreported),
             client_epoch: self.client_epoch,
             server_epoch: self.cfg.epoch,
             seq: 0,
