@@ -8,6 +8,10 @@
 //! - [`damage`]: what the tests do to part files (delete, truncate, flip a
 //!   byte in a written block's data or in the header), and a hash of a
 //!   whole tree to prove nothing else changed;
+//! - [`expect`]: a report's problems as comparable strings, and the ones
+//!   a scenario should produce;
+//! - [`scenario`]: issue 7's damage (delete, truncate, flip, one backend
+//!   unreachable), recording what was done;
 //! - `raw`: the hand-rolled NBD client of the master's tests (shared source).
 //!
 //! Every wait is bounded (ready lines, exits); nothing sleeps.
@@ -15,9 +19,11 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod damage;
+pub mod expect;
 pub mod fixture;
 #[path = "../../../master/tests/common/raw.rs"]
 pub mod raw;
+pub mod scenario;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
