@@ -118,7 +118,7 @@ pub async fn open_volume_with(
     };
     let geo = meta.geometry()?;
     let map = alloc.ok_or_else(|| VolumeError::Setup("no backends".into()))?;
-    let health = load_health(&present, &meta, geo.chunk_count()).await?;
+    let health = load_health(&slots, &absent, &meta, geo.chunk_count()).await?;
     absent.iter().for_each(|&s| health.set_failed(s));
     // Inspecting writes nothing, not even the master's state: its logs go
     // to a scratch directory removed once they are open.
@@ -217,11 +217,16 @@ async fn recover(
 /// The degraded maps of all backends, merged per slot.
 async fn load_health(
     slots: &[Arc<dyn Backend>],
+    absent: &[usize],
     meta: &VolumeMeta,
     chunks: u64,
 ) -> Result<Health, VolumeError> {
     let health = Health::new(slots.len(), chunks);
-    for b in slots {
+    for (_, b) in slots
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| !absent.contains(s))
+    {
         for (of, map) in b.load_stale().await? {
             let Some(slot) = meta.placement.iter().position(|id| *id == of) else {
                 continue;
