@@ -116,3 +116,6 @@ pub struct RecordSummary {
 pub fn needed_parts(r: Redundancy) -> usize {
     r.data_parts()
 }
+
+#[cfg(test)]
+mod tests;
