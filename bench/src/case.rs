@@ -22,7 +22,7 @@ use qbd_transport_l2::L2Transport;
 
 use crate::cli::{Op, TargetKind, Timing};
 use crate::closed_loop;
-use crate::report::RoundResult;
+use crate::report::{PERCENTILES, RoundResult};
 use crate::stats::percentile;
 use crate::threads::{self, Group, Usage};
 use crate::volume::{BLOCK, Volume, unexpected};
@@ -170,6 +170,7 @@ pub async fn run_case(
         p99_us: us(percentile(&tally.lat_ns, 99.0)),
         iops: tally.completed as f64 / timing.duration.as_secs_f64(),
         samples: tally.lat_ns.len() as u64,
+        lat_us: PERCENTILES.map(|p| us(percentile(&tally.lat_ns, p))),
     };
     Ok(Outcome {
         result,

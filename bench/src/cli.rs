@@ -25,6 +25,12 @@ pub enum Command {
     /// pair, at each --mtu, both targets alternated; otherwise TCP over
     /// loopback.
     Transport(TransportArgs),
+    /// End to end through NBD: fio's nbd engine against qbd-master
+    /// (replicate:3 and ec:4+2, over TCP nodes on 127.0.0.1 and, as root,
+    /// over QBD-L2 nodes in network namespaces on a bridge) and against
+    /// the peers nbdkit (file plugin) and qemu-nbd, all on tmpfs; workloads
+    /// interleaved over targets, rounds repeated, medians and ranges.
+    E2e(crate::e2e::E2eArgs),
 }
 
 /// One request type of the transport suite.
@@ -176,12 +182,14 @@ pub struct TransportArgs {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub qd: Vec<u32>,
 
-    /// Seconds of measurement per case and round [default: 3; 0.3 with --quick].
+    /// Seconds of measurement per case and round [default: 1; 0.3 with
+    /// --quick]. The defaults (2 MTUs × 3 targets × 6 cases × 3 rounds ×
+    /// 1.2 s) take about 2.5 minutes.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
 
     /// Seconds of warm-up before each timed run (queue already full, samples
-    /// discarded) [default: 0.3; 0.05 with --quick].
+    /// discarded) [default: 0.2; 0.05 with --quick].
     #[arg(long, value_name = "SECONDS")]
     pub warmup: Option<f64>,
 
@@ -274,7 +282,7 @@ impl TransportArgs {
         let (d, w, r) = if self.quick {
             (0.3, 0.05, 1)
         } else {
-            (3.0, 0.3, 3)
+            (1.0, 0.2, 3)
         };
         let secs = |v: Option<f64>, default: f64, what: &str| {
             let v = v.unwrap_or(default);

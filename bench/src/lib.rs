@@ -19,15 +19,24 @@
 //! - [`stats`]: percentiles and medians.
 //! - [`threads`]: CPU time per request by thread group (scheduler counters).
 //! - [`report`]: the `results.json` rows and the printed table.
-//!
-//! The end-to-end comparison with nbdkit is the shell script
-//! `bench/nbd-vs-nbdkit.sh` (fio's nbd engine against a running master).
+//! - [`e2e`]: the end-to-end suite: real `qbd-node`/`qbd-master` daemons
+//!   (replicate and erasure coded, over TCP and over QBD-L2 in namespaces)
+//!   and the peers nbdkit and qemu-nbd, driven by fio's nbd engine.
+//! - [`output`]: the files of `--out DIR` for both suites: `results.json`,
+//!   `results.md` ([`markdown`]) and SVG charts ([`chart`]).
+//! - [`interrupt`]: SIGINT/SIGTERM turned into an orderly stop, so guards
+//!   stop child processes and delete namespaces.
 
 pub mod case;
+pub mod chart;
 pub mod cli;
 pub mod closed_loop;
+pub mod e2e;
+pub mod interrupt;
+pub mod markdown;
 pub mod netns;
 pub mod node;
+pub mod output;
 pub mod plan;
 pub mod report;
 pub mod stats;

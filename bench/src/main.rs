@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Transport(args) => qbd_bench::transport::main(&args),
+        Command::E2e(args) => qbd_bench::e2e::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,12 @@ use serde::Serialize;
 
 use crate::stats::{median, range};
 
+/// The latency percentiles a round records (all of them in fio's default
+/// list, so both suites report the same points).
+pub const PERCENTILES: [f64; 15] = [
+    1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9,
+];
+
 /// One case measured in one round.
 #[derive(Debug, Clone, Copy)]
 pub struct RoundResult {
@@ -15,6 +21,8 @@ pub struct RoundResult {
     pub iops: f64,
     /// Latency samples behind the percentiles.
     pub samples: u64,
+    /// Latency at each of [`PERCENTILES`], µs.
+    pub lat_us: [f64; PERCENTILES.len()],
 }
 
 /// Where a run's traffic went.
@@ -30,17 +38,24 @@ pub struct Net {
 /// One row of `results.json`: a case, medians over its rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// `"transport"`.
+    /// `"transport"` or `"e2e"`.
     pub suite: &'static str,
-    /// `"tcp"` or `"l2"`.
+    /// transport: `"tcp"`, `"l2"` or `"l2-loop"`; e2e: `"qbd-tcp"`,
+    /// `"qbd-l2"`, `"nbdkit"` or `"qemu-nbd"`.
     pub target: &'static str,
-    /// `"veth"`, `"loopback"` or `"remote"`.
+    /// e2e QBD targets: the volume's redundancy (`"replicate:3"`,
+    /// `"ec:4+2"`); null for the peers and the transport suite.
+    pub redundancy: Option<String>,
+    /// `"veth"`, `"bridge"` (namespaces on a bridge), `"loopback"` or
+    /// `"remote"`.
     pub link: &'static str,
     /// The link's MTU (null for a remote node).
     pub mtu: Option<u32>,
-    /// `"ping"`, `"read"` or `"write"`.
+    /// transport: `"ping"`, `"read"` or `"write"`; e2e: fio's `rw`
+    /// (`"randread"`, `"randwrite"`, `"read"`, `"write"`).
     pub op: &'static str,
-    /// Payload bytes moved per request (0 for ping, 4096 for read/write).
+    /// Payload bytes moved per request (0 for ping, 4096 for 4 KiB
+    /// reads/writes, 1048576 for e2e's sequential ones).
     pub size: u64,
     /// Requests in flight.
     pub qd: u32,
@@ -50,6 +65,9 @@ pub struct Row {
     pub p99_us: f64,
     /// Median over rounds of each round's IOPS.
     pub iops: f64,
+    /// Median over rounds of each round's payload throughput, MB/s
+    /// (10^6 bytes per second: IOPS × size).
+    pub mbps: f64,
     /// Rounds behind the medians.
     pub rounds: u32,
     /// Smallest and largest per-round median latency, µs.
@@ -58,6 +76,11 @@ pub struct Row {
     pub p99_us_range: [f64; 2],
     /// Smallest and largest per-round IOPS.
     pub iops_range: [f64; 2],
+    /// Smallest and largest per-round MB/s.
+    pub mbps_range: [f64; 2],
+    /// The latency distribution: `[percentile, µs]` pairs, each the median
+    /// over rounds of that percentile.
+    pub lat_percentiles_us: Vec<[f64; 2]>,
 }
 
 impl Row {
@@ -79,9 +102,20 @@ impl Row {
         let (median_us, median_us_range) = pick(|r| r.median_us);
         let (p99_us, p99_us_range) = pick(|r| r.p99_us);
         let (iops, iops_range) = pick(|r| r.iops);
+        let mb = size as f64 / 1e6;
+        let (mbps, mbps_range) = (iops * mb, [iops_range[0] * mb, iops_range[1] * mb]);
+        let lat_percentiles_us = PERCENTILES
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                let v: Vec<f64> = rounds.iter().map(|r| r.lat_us[i]).collect();
+                [p, median(&v).unwrap_or(f64::NAN)]
+            })
+            .collect();
         Row {
             suite: "transport",
             target,
+            redundancy: None,
             link: net.link,
             mtu: net.mtu,
             op,
@@ -94,6 +128,9 @@ impl Row {
             median_us_range,
             p99_us_range,
             iops_range,
+            mbps,
+            mbps_range,
+            lat_percentiles_us,
         }
     }
 }

@@ -34,8 +34,9 @@ use crate::case::{Spinners, Target, run_case};
 use crate::cli::{Op, TargetKind, Timing, TransportArgs, Wait};
 use crate::netns;
 use crate::node::{LocalNode, NodeOptions};
+use crate::output;
 use crate::plan::{Place, choose, header, load_average, loopback_mtu};
-use crate::report::{Net, Ratio, RoundResult, Row, ratio_table, table, write_json};
+use crate::report::{Net, Ratio, RoundResult, Row, ratio_table, table};
 use crate::threads::{self, Group, Usage};
 use crate::volume::{BLOCK, Volume};
 
@@ -73,6 +74,7 @@ pub fn main(args: &TransportArgs) -> Result<(), String> {
         return Err("nothing to measure (--ops / --qd empty)".into());
     }
     args.check()?;
+    crate::interrupt::install()?;
     let (place, kinds) = choose(args)?;
     let header = header(args, &place, &kinds, timing);
     eprint!("{header}");
@@ -141,8 +143,12 @@ pub fn main(args: &TransportArgs) -> Result<(), String> {
         measured.notes.iter().for_each(|n| println!("{n}"));
     }
     if let Some(dir) = &args.out {
-        let path = write_json(dir, &measured.rows)?;
-        println!("\nresults: {}", path.display());
+        let header = format!("{header}load after: {load_after}\n");
+        let files = output::transport(dir, &header, &measured.rows, &measured.ratios)?;
+        println!("\nresults: {}", files[0].display());
+        files[1..]
+            .iter()
+            .for_each(|f| println!("wrote {}", f.display()));
     }
     Ok(())
 }
@@ -247,6 +253,7 @@ pub async fn measure(
             let i = (k + round) % cases.len();
             let (op, qd) = cases[i];
             for j in 0..targets.len() {
+                crate::interrupt::check()?;
                 let ti = (j + k + round) % targets.len();
                 let out = run_case(&targets[ti], op, qd, timing, spinners).await?;
                 let r = out.result;

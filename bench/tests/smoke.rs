@@ -23,7 +23,16 @@ const REQUIRED: [&str; 10] = [
     "p99_us",
     "iops",
 ];
-const EXTRA: [&str; 4] = ["rounds", "median_us_range", "p99_us_range", "iops_range"];
+const EXTRA: [&str; 8] = [
+    "rounds",
+    "median_us_range",
+    "p99_us_range",
+    "iops_range",
+    "redundancy",
+    "mbps",
+    "mbps_range",
+    "lat_percentiles_us",
+];
 
 fn positive(row: &Value, key: &str) -> f64 {
     let v = row[key]

@@ -1,0 +1,171 @@
+//! `qbd-bench e2e`: the whole path through NBD, QBD against its peers.
+//!
+//! - [`args`]: the flags and the effective settings.
+//! - [`tools`]: fio, nbdkit, qemu-nbd on the PATH (missing ones named with
+//!   their Debian package); `qbd-node`/`qbd-master` next to `qbd-bench`.
+//! - [`daemon`]: a server process, ready when it says so, stopped on drop.
+//! - [`targets`]: starting each system (QBD over TCP, QBD over L2 in
+//!   namespaces on a bridge, nbdkit, qemu-nbd), all on tmpfs.
+//! - [`fio`]: the workloads, bounded fio runs, fio's JSON.
+//! - [`rounds`]: the interleaved rounds and their rows.
+//!
+//! Order of a run: settings and tools checked, SIGINT/SIGTERM handler
+//! installed, namespaces (only for `qbd-l2`, only with the privileges),
+//! targets started, each written in full, the rounds, targets stopped,
+//! the report. Everything the run starts is owned by a guard (`Daemon`,
+//! `Lab`, the tmpfs `TempDir`), so an error or an interrupt at any step
+//! stops the processes and deletes the namespaces on the way out.
+
+pub mod args;
+pub mod daemon;
+pub mod fio;
+pub mod rounds;
+pub mod targets;
+pub mod tools;
+
+pub use args::E2eArgs;
+
+use qbd_netlab::Lab;
+
+use self::args::{Kind, Settings};
+use self::targets::{Ctx, Target};
+use crate::output;
+
+/// Runs `qbd-bench e2e`.
+pub fn main(args: &E2eArgs) -> Result<(), String> {
+    let mut s = args.settings()?;
+    let tools = tools::find(&s.kinds)?;
+    crate::interrupt::install()?;
+    let mut notes = Vec::new();
+    let mut lab = None;
+    if s.kinds.contains(&Kind::QbdL2) {
+        match l2_lab()? {
+            Some(l) => lab = Some(l),
+            None => {
+                let note = "qbd-l2 rows skipped: no network namespaces here (needs root: \
+                            CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN); measuring qbd-tcp and \
+                            the peers only";
+                eprintln!("qbd-bench: note: {note}");
+                notes.push(note.to_owned());
+                s.kinds.retain(|&k| k != Kind::QbdL2);
+            }
+        }
+    }
+    let work = tempfile::Builder::new()
+        .prefix("qbd-bench-e2e.")
+        .tempdir_in("/dev/shm")
+        .map_err(|e| format!("cannot make a directory on /dev/shm (tmpfs): {e}"))?;
+    let header = header(args, &s, &tools, &notes);
+    eprint!("{header}");
+    let key = work.path().join("cluster.key");
+    std::fs::write(&key, format!("{}\n", crate::node::random_key().to_hex()))
+        .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+    let json_dir = work.path().join("fio");
+    std::fs::create_dir_all(&json_dir).map_err(|e| format!("{}: {e}", json_dir.display()))?;
+    let ctx = Ctx {
+        tools: &tools,
+        work: work.path(),
+        key: &key,
+        size: s.size,
+    };
+    // Dropped before `lab` and `work`: processes stop, then namespaces and data go.
+    let targets = start(&ctx, &s, &args.redundancy, lab.as_mut(), args.mtu)?;
+    rounds::fill(&tools.fio, &targets, s.size, &json_dir)?;
+    let time = fio::RunTime {
+        runtime: s.runtime,
+        ramp: s.ramp,
+    };
+    let rows = rounds::run(
+        &tools.fio,
+        &targets,
+        &fio::WORKLOADS,
+        (time, s.rounds, s.size),
+        &json_dir,
+    )?;
+    targets.into_iter().for_each(Target::stop);
+    drop(lab);
+    let header = format!("{header}load after: {}\n", crate::plan::load_average());
+    output::e2e(args.out.as_deref(), &header, &rows)
+}
+
+/// A lab for the L2 targets; `None` when namespaces cannot be made here
+/// (after netlab's `SKIPPED:` line), `Err` when `QBD_REQUIRE_PRIVILEGED=1`.
+fn l2_lab() -> Result<Option<Lab>, String> {
+    std::panic::catch_unwind(|| Lab::new("qbd-bench e2e")).map_err(|_| {
+        "qbd-l2 needs network namespaces (root: CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN) \
+         and QBD_REQUIRE_PRIVILEGED=1 forbids skipping it"
+            .to_string()
+    })
+}
+
+/// Starts every target, QBD ones per redundancy.
+fn start(
+    ctx: &Ctx,
+    s: &Settings,
+    redundancies: &[String],
+    mut lab: Option<&mut Lab>,
+    mtu: u32,
+) -> Result<Vec<Target>, String> {
+    let mut targets = Vec::new();
+    for &kind in &s.kinds {
+        match kind {
+            Kind::QbdTcp => {
+                for r in redundancies {
+                    targets.push(targets::qbd_tcp(ctx, r)?);
+                }
+            }
+            Kind::QbdL2 => {
+                let lab = lab.as_deref_mut().ok_or("qbd-l2 without namespaces")?;
+                for r in redundancies {
+                    targets.push(targets::qbd_l2(ctx, lab, r, mtu)?);
+                }
+            }
+            Kind::Nbdkit | Kind::QemuNbd => targets.push(targets::peer(ctx, kind)?),
+        }
+        eprintln!("qbd-bench: started {}", kind.name());
+    }
+    Ok(targets)
+}
+
+/// The report's header: what ran where, the machine, the timing.
+fn header(args: &E2eArgs, s: &Settings, tools: &tools::Tools, notes: &[String]) -> String {
+    let names: Vec<&str> = s.kinds.iter().map(|k| k.name()).collect();
+    let mut h = format!(
+        "# qbd-bench e2e: fio ioengine=nbd against {} (QBD volumes: {})\n",
+        names.join(", "),
+        args.redundancy.join(", ")
+    );
+    h.push_str(&format!(
+        "targets: {} MiB each, data on tmpfs (/dev/shm), written in full first; qbd-tcp and \
+         the peers on 127.0.0.1 (lo MTU {}); qbd-l2 nodes and master in network namespaces on \
+         a bridge (veth MTU {}), NBD on 127.0.0.1 in the master's namespace\n",
+        s.size >> 20,
+        crate::plan::loopback_mtu().map_or_else(|| "?".into(), |m| m.to_string()),
+        args.mtu
+    ));
+    h.push_str(&format!(
+        "per run: ramp {:.1} s, measured {:.1} s; {} round(s), targets interleaved per \
+         workload; no CPU pinning\n",
+        s.ramp.as_secs_f64(),
+        s.runtime.as_secs_f64(),
+        s.rounds
+    ));
+    let mut versions = vec![format!("fio: {}", tools::version(&tools.fio))];
+    for (name, p) in [("nbdkit", &tools.nbdkit), ("qemu-nbd", &tools.qemu_nbd)] {
+        if let Some(p) = p {
+            versions.push(format!("{name}: {}", tools::version(p)));
+        }
+    }
+    h.push_str(&format!(
+        "{}\ncpus: {}  kernel: {}  load before: {}\n",
+        versions.join("  "),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "?".into(), |s| s.trim().to_owned()),
+        crate::plan::load_average()
+    ));
+    notes
+        .iter()
+        .for_each(|n| h.push_str(&format!("note: {n}\n")));
+    h
+}
