@@ -612,3 +612,128 @@ async fn raw_requests_outside_the_volume_or_a_block_are_refused() {
     };
     assert_eq!(code(&node.handle(other).await), Some(ErrorCode::NotOpen));
 }
+
+// ---- verify's requests: listing and scanning, read-only ----
+
+fn list_parts(from: u64, max: u32) -> Request {
+    Request::ListParts {
+        volume: VOL,
+        part: 0,
+        from,
+        max,
+    }
+}
+
+#[tokio::test]
+async fn verify_lists_the_volume_by_pages() {
+    let (dir, node, _uuid) = node_with_volume().await;
+    for chunk in 1..=3 {
+        let part = PartId { chunk, part: 0 };
+        let r = node
+            .handle(Request::Allocate {
+                volume: VOL,
+                epoch: 0,
+                part,
+            })
+            .await;
+        assert_eq!(r, Response::Done);
+    }
+    let stray = dir.path().join("7/a/.9.new");
+    std::fs::write(&stray, b"x").expect("stray file");
+    let Response::VolumeFiles {
+        alloc,
+        stale,
+        part_dirs,
+        strays,
+    } = node.handle(Request::ListVolume { volume: VOL }).await
+    else {
+        panic!("ListVolume");
+    };
+    assert!(alloc.is_some_and(|a| !a.is_empty()));
+    assert!(stale.is_empty());
+    assert_eq!(part_dirs, vec![0]);
+    assert!(strays.is_empty(), "{strays:?}");
+    let size = std::fs::metadata(dir.path().join("7/a/0"))
+        .expect("part file")
+        .len();
+    let first = node.handle(list_parts(0, 2)).await;
+    assert_eq!(
+        first,
+        Response::PartList {
+            files: vec![(0, size), (1, size)],
+            strays: vec![("a/.9.new".into(), 1)],
+            next: Some(2),
+        }
+    );
+    let second = node.handle(list_parts(2, 2)).await;
+    assert_eq!(
+        second,
+        Response::PartList {
+            files: vec![(2, size), (3, size)],
+            strays: vec![],
+            next: None,
+        }
+    );
+    assert_eq!(
+        code(&node.handle(list_parts(0, 0)).await),
+        Some(ErrorCode::Invalid)
+    );
+    let absent = node.handle(Request::ListVolume { volume: 99 }).await;
+    assert_eq!(code(&absent), Some(ErrorCode::Io));
+}
+
+#[tokio::test]
+async fn verify_scans_parts_on_the_node_without_the_data() {
+    use qbd_core::verify::{BlockMeta, FileCheck};
+    let (dir, node, uuid) = node_with_volume().await;
+    let g = Generation::new(0, 3);
+    assert_eq!(node.handle(write(0, g, 0x5a)).await, written(1, 0));
+    assert_eq!(
+        node.handle(Request::Sync {
+            volume: VOL,
+            parts: None
+        })
+        .await,
+        Response::Done
+    );
+    let other = PartId { chunk: 1, part: 0 };
+    let scan = |parts: Vec<PartId>| Request::ScanParts {
+        meta: meta(&node, uuid, 0),
+        parts,
+    };
+    let Response::PartScans(scans) = node.handle(scan(vec![PART, other])).await else {
+        panic!("ScanParts");
+    };
+    assert_eq!(scans.len(), 2);
+    assert_eq!(scans[0].file, FileCheck::Ok);
+    assert_eq!(scans[0].blocks.len(), 1024);
+    assert!(matches!(&scans[0].blocks[0], BlockMeta::Valid(s) if s.generation == g.0));
+    assert!(
+        scans[0].blocks[1..]
+            .iter()
+            .all(|b| *b == BlockMeta::Unwritten)
+    );
+    assert_eq!(scans[1].file, FileCheck::Missing);
+
+    // A flipped data byte: the record no longer matches.
+    let path = dir.path().join("7/a/0");
+    let mut bytes = std::fs::read(&path).expect("part");
+    let h = qbd_core::format::header::PartHeader::decode(&bytes).expect("header");
+    bytes[h.data_offset as usize + 7] ^= 1;
+    std::fs::write(&path, &bytes).expect("rewrite part");
+    let Response::PartScans(scans) = node.handle(scan(vec![PART])).await else {
+        panic!("ScanParts");
+    };
+    assert!(matches!(&scans[0].blocks[0], BlockMeta::BadData(s) if s.generation == g.0));
+
+    let too_many: Vec<PartId> = (0..5000).map(|chunk| PartId { chunk, part: 0 }).collect();
+    assert_eq!(
+        code(&node.handle(scan(too_many)).await),
+        Some(ErrorCode::Invalid)
+    );
+    let bad_meta = Request::ScanParts {
+        meta: "not toml".into(),
+        parts: vec![PART],
+    };
+    assert_eq!(code(&node.handle(bad_meta).await), Some(ErrorCode::Invalid));
+}
