@@ -7,7 +7,8 @@
 //! a retransmission resends every fragment of the message from index 0 (the
 //! receiver keeps the fragments it has, so the copies fill the gaps).
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,18 @@ pub(crate) struct SendQueue {
     max_payload: usize,
     max_message: usize,
     in_flight: u32,
+    /// Started messages with fragments due (`next` is `Some`): what goes
+    /// out before any new message.
+    due: BTreeSet<u64>,
+    /// Messages queued and not started yet (a server answers in any
+    /// order, so they need not be the highest numbers).
+    unstarted: BTreeSet<u64>,
+    /// Every message below this number is acknowledged or gone (a client's
+    /// cumulative acknowledgements need not revisit them).
+    acked_below: u64,
+    /// Every RTO deadline set, earliest first; entries whose message has
+    /// another deadline now (or none) are dropped when they reach the top.
+    rto_heap: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 /// Fragment count and size for a message of `len` bytes.
@@ -102,6 +115,10 @@ impl SendQueue {
             max_payload: cfg.max_payload(),
             max_message: cfg.max_message,
             in_flight: 0,
+            due: BTreeSet::new(),
+            unstarted: BTreeSet::new(),
+            acked_below: 0,
+            rto_heap: BinaryHeap::new(),
         }
     }
 
@@ -128,6 +145,7 @@ impl SendQueue {
             fast_done: false,
         };
         self.msgs.insert(seq, msg);
+        self.unstarted.insert(seq);
         Ok(())
     }
 
@@ -151,22 +169,24 @@ impl SendQueue {
         may_start: impl Fn(u64) -> bool,
         max_len: usize,
     ) -> Option<FragOut> {
-        let cwnd = self.cc.window();
-        let due = |m: &&OutMsg| m.next.is_some();
-        let mut chosen = self
-            .msgs
-            .iter()
-            .filter(|(_, m)| m.started && due(m))
-            .map(|(&s, _)| s)
-            .next();
-        if chosen.is_none() {
-            // The lowest unstarted message, if the window and caller allow.
-            let (&seq, m) = self.msgs.iter().find(|(_, m)| !m.started)?;
-            let fits = self.in_flight == 0 || self.in_flight + u32::from(m.count) <= cwnd;
-            chosen = (fits && may_start(seq)).then_some(seq);
-        }
-        let seq = chosen?;
-        let m = self.msgs.get_mut(&seq)?;
+        let seq = match self.due.first() {
+            Some(&seq) => seq,
+            None => {
+                // The lowest unstarted message, if the window and caller allow.
+                let seq = *self.unstarted.first()?;
+                let m = self.msgs.get(&seq)?;
+                let cwnd = self.cc.window();
+                let fits = self.in_flight == 0 || self.in_flight + u32::from(m.count) <= cwnd;
+                if !(fits && may_start(seq)) {
+                    return None;
+                }
+                seq
+            }
+        };
+        let Some(m) = self.msgs.get_mut(&seq) else {
+            self.due.remove(&seq);
+            return None;
+        };
         let index = m.next?;
         let start = usize::from(index) * m.frag_size;
         let end = (start + m.frag_size).min(m.data.len());
@@ -176,14 +196,19 @@ impl SendQueue {
         if !m.started {
             m.started = true;
             self.in_flight += u32::from(m.count);
+            self.unstarted.remove(&seq);
         }
         m.next = m.first_missing(index + 1);
-        if m.next.is_none() {
-            m.next = None;
+        if m.next.is_some() {
+            self.due.insert(seq);
+        } else {
+            self.due.remove(&seq);
             m.last_sent = Some(now);
             m.first_sent.get_or_insert(now);
             let queued = queue_allowance(self.in_flight, self.max_payload);
-            m.rto_at = Some(now + self.rtt.rto_backoff(now, m.backoff) + queued);
+            let at = now + self.rtt.rto_backoff(now, m.backoff) + queued;
+            m.rto_at = Some(at);
+            self.rto_heap.push(Reverse((at, seq)));
         }
         Some(FragOut {
             seq,
@@ -210,6 +235,7 @@ impl SendQueue {
         }
         m.acked = true;
         m.next = None;
+        self.due.remove(&seq);
         m.rto_at = None;
         self.in_flight -= u32::from(m.count);
         if let (false, Some(sent)) = (m.retransmitted, m.first_sent) {
@@ -222,19 +248,27 @@ impl SendQueue {
     /// Applies a cumulative + selective acknowledgement (already extended
     /// to 64 bits).
     pub(crate) fn apply_ack(&mut self, now: Instant, cum: u64, bits: u64) {
-        let below: Vec<u64> = self.msgs.range(..cum).map(|(&s, _)| s).collect();
-        for seq in below {
+        let mut from = self.acked_below;
+        while from < cum
+            && let Some((&seq, _)) = self.msgs.range(from..cum).next()
+        {
             self.on_ack(now, seq);
+            from = seq + 1;
         }
-        for i in 0..64u64 {
-            if bits & (1 << i) != 0 {
-                self.on_ack(now, cum + 1 + i);
-            }
+        // Unstarted messages cannot be acknowledged yet: stop below them.
+        let unstarted = self.unstarted.first().copied().unwrap_or(u64::MAX);
+        self.acked_below = self.acked_below.max(cum.min(unstarted));
+        let mut rest = bits;
+        while rest != 0 {
+            self.on_ack(now, cum + 1 + u64::from(rest.trailing_zeros()));
+            rest &= rest - 1;
         }
     }
 
     /// Forgets message `seq` (answered, failed or given up).
     pub(crate) fn remove(&mut self, seq: u64) {
+        self.due.remove(&seq);
+        self.unstarted.remove(&seq);
         if let Some(m) = self.msgs.remove(&seq)
             && m.started
             && !m.acked
@@ -246,16 +280,20 @@ impl SendQueue {
     /// Forgets every message.
     pub(crate) fn clear(&mut self) {
         self.msgs.clear();
+        self.due.clear();
+        self.unstarted.clear();
+        self.rto_heap.clear();
         self.in_flight = 0;
     }
 
     /// Schedules the retransmission of every message whose RTO expired.
     pub(crate) fn on_timeout(&mut self, now: Instant, stats: &mut Stats) {
-        for m in self.msgs.values_mut() {
+        for (&seq, m) in self.msgs.iter_mut() {
             if m.acked || m.rto_at.is_none_or(|t| t > now) {
                 continue;
             }
             m.restart_round();
+            self.due.insert(seq);
             m.backoff += 1;
             m.fast_done = false;
             stats.retransmissions += 1;
@@ -278,6 +316,7 @@ impl SendQueue {
             return;
         }
         m.restart_round();
+        self.due.insert(seq);
         stats.retransmissions += 1;
         stats.retransmitted_frames += m.missing().max(1);
         self.cc.on_retransmit(m.missing().max(1));
@@ -302,6 +341,7 @@ impl SendQueue {
         if m.next.is_none() && !m.fast_done && m.first_missing(0).is_some() {
             m.fast_done = true;
             m.restart_round();
+            self.due.insert(seq);
             stats.retransmissions += 1;
             stats.retransmitted_frames += m.missing();
             self.cc.on_retransmit(m.missing());
@@ -334,8 +374,14 @@ impl SendQueue {
     }
 
     /// The earliest retransmission deadline.
-    pub(crate) fn next_rto(&self) -> Option<Instant> {
-        self.msgs.values().filter_map(|m| m.rto_at).min()
+    pub(crate) fn next_rto(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, seq))) = self.rto_heap.peek() {
+            if self.msgs.get(&seq).and_then(|m| m.rto_at) == Some(at) {
+                return Some(at);
+            }
+            self.rto_heap.pop();
+        }
+        None
     }
 }
 

@@ -73,6 +73,9 @@ pub struct Server {
     scratch: Vec<FragOut>,
     /// Data frames received twice, not yet reported to the peer.
     dups_unreported: u32,
+    /// When each response was first sent, in that order (the deadline
+    /// timer's queue; entries no longer `Answered` then are skipped).
+    answered: VecDeque<(Instant, u64)>,
 }
 
 impl Server {
@@ -95,6 +98,7 @@ impl Server {
             stats: Stats::default(),
             scratch: Vec::new(),
             dups_unreported: 0,
+            answered: VecDeque::new(),
         }
     }
 
@@ -162,6 +166,7 @@ impl Server {
         }
         self.send.push(id.0, response)?;
         *state = ReqState::Answered(now);
+        self.answered.push_back((now, id.0));
         self.update_timers();
         Ok(true)
     }
@@ -419,10 +424,13 @@ impl Server {
 
     fn update_timers(&mut self) {
         self.timers.set(Timer::Retransmit, self.send.next_rto());
-        let oldest = self.reqs.values().filter_map(|s| match s {
-            ReqState::Answered(at) => Some(*at + self.cfg.deadline),
-            _ => None,
-        });
-        self.timers.set(Timer::Deadline, oldest.min());
+        while let Some(&(at, seq)) = self.answered.front() {
+            if matches!(self.reqs.get(&seq), Some(ReqState::Answered(t)) if *t == at) {
+                break;
+            }
+            self.answered.pop_front();
+        }
+        let oldest = self.answered.front().map(|&(at, _)| at + self.cfg.deadline);
+        self.timers.set(Timer::Deadline, oldest);
     }
 }
