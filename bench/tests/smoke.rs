@@ -1,8 +1,11 @@
 //! CI smoke test: `qbd-bench transport --quick --out DIR` runs against its
-//! in-process node and writes `results.json` in the documented schema: as
+//! in-process node and writes `results.json` in the documented schema,
+//! `results.md` (the tables) and `transport-latency.svg`: as
 //! root, TCP, L2 and L2 closed-loop rows at MTU 1500 and 9000 over veth
 //! between namespaces the bench makes; otherwise TCP rows over loopback,
 //! with a note.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -82,6 +85,12 @@ fn quick_transport_run_writes_the_results_schema() {
         );
     }
     check_rows(&rows, privileged);
+    let mut wanted = vec!["## Round trips", "| tcp |"];
+    if privileged {
+        wanted.extend(["## L2 / TCP", "| l2 |", "| l2-loop |"]);
+    }
+    common::check_markdown(out.path(), &wanted);
+    common::check_svg(out.path(), "transport-latency.svg");
 }
 
 /// Every row has the schema's keys and sane values, no case repeats, and

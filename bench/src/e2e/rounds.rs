@@ -23,7 +23,7 @@ pub fn fill(fio_bin: &Path, targets: &[Target], size: u64, json_dir: &Path) -> R
         eprintln!("qbd-bench: writing {} MiB to {} ...", size >> 20, t.label());
         let json = json_dir.join(format!("fill-{}.json", slug(&t.label())));
         fio::run(fio::fill_command(fio_bin, t, size, &json), bound)
-            .map_err(|e| format!("filling {}: {e}", t.label()))?;
+            .map_err(|e| format!("filling {}: {e}{}", t.label(), t.stderr_tail()))?;
     }
     Ok(())
 }
@@ -55,7 +55,9 @@ pub fn run(
                     slug(&t.label())
                 ));
                 let cmd = fio::command(fio_bin, t, w, time, size, &json);
-                fio::run(cmd, bound).map_err(|e| format!("{} on {}: {e}", w.label(), t.label()))?;
+                fio::run(cmd, bound).map_err(|e| {
+                    format!("{} on {}: {e}{}", w.label(), t.label(), t.stderr_tail())
+                })?;
                 let text = std::fs::read_to_string(&json)
                     .map_err(|e| format!("cannot read {}: {e}", json.display()))?;
                 let r = fio::parse(&text, w)

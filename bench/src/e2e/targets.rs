@@ -53,6 +53,21 @@ pub struct Target {
 }
 
 impl Target {
+    /// The last lines the master (or peer) wrote to stderr, for errors.
+    pub fn stderr_tail(&self) -> String {
+        let text = self
+            .master
+            .as_ref()
+            .map(Daemon::stderr_text)
+            .unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(8).collect();
+        if tail.is_empty() {
+            return String::new();
+        }
+        let lines: Vec<&str> = tail.into_iter().rev().collect();
+        format!("\n{} stderr ends:\n{}", self.label(), lines.join("\n"))
+    }
+
     /// Stops the master (or peer), then the nodes.
     pub fn stop(mut self) {
         if let Some(mut m) = self.master.take() {
