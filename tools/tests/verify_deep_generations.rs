@@ -2,8 +2,9 @@
 //! missed writes even when no degraded map says so (here the maps are
 //! deleted after a node missed writes): on replicate:3 the node's copies
 //! of the chunks written meanwhile are stale blocks (every block of them);
-//! on ec:4+2 those chunks' rows are torn (the torn-row rule names the
-//! parts that disagree with the row's version). The fast check, which
+//! on ec:4+2 those chunks' rows are torn, on exactly the node's parts
+//! (a data part behind the parity's cover, or a parity part whose cover
+//! is behind the data). The fast check, which
 //! trusts the maps, sees nothing; neither reports any other chunk.
 
 mod common;
@@ -45,41 +46,9 @@ fn miss_writes(f: &mut Fixture, down: usize) {
     assert!(removed > 0, "the master recorded the missed writes");
 }
 
-fn kinds_by_chunk(j: &serde_json::Value) -> BTreeSet<(String, u64)> {
+/// Each problem as `kind chunk part count first`.
+fn problem_lines(j: &serde_json::Value) -> BTreeSet<String> {
     j["problems"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            (
-                p["kind"].as_str().unwrap_or("?").to_owned(),
-                p["chunk"].as_u64().unwrap_or(u64::MAX),
-            )
-        })
-        .collect()
-}
-
-#[test]
-fn stale_replicas_without_a_degraded_map() {
-    let mut f = Fixture::new(Kind::Nodes, "gens", "replicate:3", 3);
-    f.write(31);
-    let down = 2;
-    miss_writes(&mut f, down);
-    let fast = f.verify(&["--json"]);
-    assert_eq!(fast.code, Some(0), "the maps are gone: {fast:#?}");
-    let deep = f.verify(&["--json", "--deep"]);
-    assert_eq!(deep.code, Some(1), "{deep:#?}");
-    let j = deep.json();
-    let blocks = CHUNK / 4096;
-    let mut expected = BTreeSet::new();
-    for chunk in 0..WRITTEN {
-        for part in 0..3u8 {
-            if f.backend_of(chunk, part) == down {
-                expected.insert(format!("stale_blocks {chunk} {part} {blocks} 0"));
-            }
-        }
-    }
-    let got: BTreeSet<String> = j["problems"]
         .as_array()
         .into_iter()
         .flatten()
@@ -93,22 +62,42 @@ fn stale_replicas_without_a_degraded_map() {
                 p["first"]
             )
         })
-        .collect();
-    assert_eq!(got, expected, "{deep:#?}");
+        .collect()
 }
 
-#[test]
-fn torn_ec_rows_without_a_degraded_map() {
-    let mut f = Fixture::new(Kind::Nodes, "gens", "ec:4+2", 6);
-    f.write(33);
-    miss_writes(&mut f, 0);
+/// Runs the scenario with `down` missing the writes; the deep report must
+/// hold exactly `kind` on `down`'s parts of the written chunks, `count`
+/// each from part block 0.
+fn scenario(redundancy: &str, backends: usize, down_holds: u8, kind: &str, count: u64) {
+    let mut f = Fixture::new(Kind::Nodes, "gens", redundancy, backends);
+    f.write(31);
+    let down = f.backend_of(0, down_holds);
+    miss_writes(&mut f, down);
     let fast = f.verify(&["--json"]);
     assert_eq!(fast.code, Some(0), "the maps are gone: {fast:#?}");
     let deep = f.verify(&["--json", "--deep"]);
     assert_eq!(deep.code, Some(1), "{deep:#?}");
     let j = deep.json();
-    let expected: BTreeSet<(String, u64)> =
-        (0..WRITTEN).map(|c| ("torn_rows".to_owned(), c)).collect();
-    assert_eq!(kinds_by_chunk(&j), expected, "{deep:#?}");
+    let mut expected = BTreeSet::new();
+    for chunk in 0..WRITTEN {
+        for part in 0..backends as u8 {
+            if f.backend_of(chunk, part) == down {
+                expected.insert(format!("{kind} {chunk} {part} {count} 0"));
+            }
+        }
+    }
+    assert_eq!(problem_lines(&j), expected, "{deep:#?}");
     assert_eq!(j["chunks"]["lost"], 0);
+}
+
+#[test]
+fn stale_replicas_without_a_degraded_map() {
+    scenario("replicate:3", 3, 2, "stale_blocks", CHUNK / 4096);
+}
+
+#[test]
+fn torn_ec_rows_without_a_degraded_map() {
+    // The node holds data parts of chunks 0 and 1 and a parity part of
+    // chunk 2: both ways of being behind are exercised.
+    scenario("ec:4+2", 6, 1, "torn_rows", CHUNK / 4096 / 4);
 }

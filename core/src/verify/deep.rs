@@ -9,7 +9,10 @@
 //!   generation is lost.
 //! - EC: each row (part block `r` of every part) goes through
 //!   [`check_row`]; parts inconsistent with the row's version are torn
-//!   there, and a row whose data cannot all be read or decoded is lost.
+//!   there (except that data blocks behind a cover every disagreeing
+//!   parity part agrees on are named instead of those parity parts: they
+//!   missed the write), and a row whose data cannot all be read or
+//!   decoded is lost.
 //!
 //! Parts that are not good (fast check) or unreachable take part as
 //! unavailable; their problems were reported by the fast check.
@@ -20,7 +23,7 @@ use super::fast::{FastView, PartStatus};
 use super::report::{ChunkCounts, ChunkState, PartProblem, Problem};
 use super::{BlockMeta, FileCheck, PartScan, RecordSummary};
 use crate::backend::PartId;
-use crate::ec::{PartMeta, PartSet, check_row};
+use crate::ec::{PartMeta, PartSet, RowVerdict, check_row};
 use crate::format::record::MetaRecord;
 use crate::generation::Generation;
 use crate::redundancy::{MAX_EC_DATA, Redundancy};
@@ -280,7 +283,8 @@ fn ec_rows(parts: &[Option<&[BlockMeta]>], k: usize, m: usize, rows: u32) -> Chu
             f.lost.add(r);
             continue;
         };
-        for p in v.inconsistent.iter() {
+        let torn = data_behind_parity(k, &metas, &v).unwrap_or(v.inconsistent);
+        for p in torn.iter() {
             f.torn[p].add(r);
         }
         if v.readable_data() != all_data && parts.iter().any(Option::is_some) {
@@ -288,6 +292,40 @@ fn ec_rows(parts: &[Option<&[BlockMeta]>], k: usize, m: usize, rows: u32) -> Chu
         }
     }
     f
+}
+
+/// Who is behind in a torn row whose data is all available. The rule
+/// takes the data's generations as the row's version, so it names the
+/// parity parts; but when every disagreeing parity part records the same
+/// cover, and that cover is ahead of some data blocks and behind none,
+/// the parity was computed from writes those data blocks missed
+/// ([`crate::ec::Tear::DataOlder`]): they are the stale ones. `None`: the
+/// rule's answer stands.
+fn data_behind_parity(k: usize, metas: &[PartMeta], v: &RowVerdict) -> Option<PartSet> {
+    if v.inconsistent.is_empty() || v.inconsistent.iter().any(|p| p < k) {
+        return None;
+    }
+    let mut covers = v.inconsistent.iter().map(|p| match metas[p] {
+        PartMeta::Parity(c) => Some(c),
+        _ => None,
+    });
+    let cover = covers.next()??;
+    if covers.any(|c| c != Some(cover)) {
+        return None;
+    }
+    let mut behind = PartSet::default();
+    for (i, newer) in cover.gens().iter().enumerate() {
+        let PartMeta::Data(g) = metas[i] else {
+            return None;
+        };
+        if g > *newer {
+            return None;
+        }
+        if g < *newer {
+            behind.insert(i);
+        }
+    }
+    (!behind.is_empty()).then_some(behind)
 }
 
 /// The torn-row rule's view of one part's block.

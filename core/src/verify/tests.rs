@@ -514,3 +514,44 @@ fn a_bad_header_takes_the_part_out() {
     );
     assert_eq!(d.counts.degraded, 1);
 }
+
+#[test]
+fn ec_data_behind_an_agreed_cover_is_the_torn_part() {
+    // ec:2+1: data part 1 missed the write the parity covers.
+    let m = meta("ec:2+1", 3);
+    let v = check(&m, &healthy(&m, &[0, 1]));
+    let d = deep_of(&v, |p| match (p.chunk, p.part) {
+        (0, 0) => vec![valid(5), valid(1)],
+        (0, 1) => vec![valid(2), valid(1)],
+        (0, _) => vec![parity(6, &[5, 6]), parity(1, &[1, 1])],
+        // Chunk 1: the data is newer than the cover (the parity update
+        // was lost): the parity part is the torn one.
+        (_, 0) => vec![valid(5), valid(1)],
+        (_, 1) => vec![valid(8), valid(1)],
+        (_, _) => vec![parity(6, &[5, 6]), parity(1, &[1, 1])],
+    });
+    let b = |c: u64, p: usize| v.shape.backend(c, p);
+    assert_eq!(
+        d.problems,
+        vec![
+            Problem::TornRows {
+                at: PartProblem {
+                    chunk: 0,
+                    part: 1,
+                    backend: b(0, 1)
+                },
+                count: 1,
+                first: 0
+            },
+            Problem::TornRows {
+                at: PartProblem {
+                    chunk: 1,
+                    part: 2,
+                    backend: b(1, 2)
+                },
+                count: 1,
+                first: 0
+            },
+        ]
+    );
+}
