@@ -70,22 +70,34 @@ pub fn main(args: &E2eArgs) -> Result<(), String> {
     };
     // Dropped before `lab` and `work`: processes stop, then namespaces and data go.
     let targets = start(&ctx, &s, &args.redundancy, lab.as_mut(), args.mtu)?;
-    rounds::fill(&tools.fio, &targets, s.size, &json_dir)?;
+    let failed = rounds::fill(&tools.fio, &targets, s.size, &json_dir)?;
     let time = fio::RunTime {
         runtime: s.runtime,
         ramp: s.ramp,
     };
-    let rows = rounds::run(
+    let out = rounds::run(
         &tools.fio,
         &targets,
         &fio::WORKLOADS,
         (time, s.rounds, s.size),
-        &json_dir,
+        (&json_dir, failed),
     )?;
     targets.into_iter().for_each(Target::stop);
     drop(lab);
-    let header = format!("{header}load after: {}\n", crate::plan::load_average());
-    output::e2e(args.out.as_deref(), &header, &rows)
+    let mut header = format!("{header}load after: {}\n", crate::plan::load_average());
+    for (label, why) in &out.failures {
+        header.push_str(&format!(
+            "FAILED: {label} (no rows): {}\n",
+            why.replace('\n', "\n  ")
+        ));
+    }
+    output::e2e(args.out.as_deref(), &header, &out.rows)?;
+    match out.failures.len() {
+        0 => Ok(()),
+        n => Err(format!(
+            "{n} target(s) failed (see FAILED above); the others' figures were written"
+        )),
+    }
 }
 
 /// A lab for the L2 targets; `None` when namespaces cannot be made here
@@ -130,10 +142,14 @@ fn start(
 /// The report's header: what ran where, the machine, the timing.
 fn header(args: &E2eArgs, s: &Settings, tools: &tools::Tools, notes: &[String]) -> String {
     let names: Vec<&str> = s.kinds.iter().map(|k| k.name()).collect();
+    let volumes = if s.kinds.iter().any(|k| k.is_qbd()) {
+        format!(" (QBD volumes: {})", args.redundancy.join(", "))
+    } else {
+        String::new()
+    };
     let mut h = format!(
-        "# qbd-bench e2e: fio ioengine=nbd against {} (QBD volumes: {})\n",
-        names.join(", "),
-        args.redundancy.join(", ")
+        "# qbd-bench e2e: fio ioengine=nbd against {}{volumes}\n",
+        names.join(", ")
     );
     h.push_str(&format!(
         "targets: {} MiB each, data on tmpfs (/dev/shm), written in full first; qbd-tcp and \
