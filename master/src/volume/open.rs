@@ -80,7 +80,7 @@ pub async fn open_volume_with(
     let meta = match numbers {
         None if mode.tolerant() => {
             return Err(VolumeError::Setup(format!(
-                "no given backend holds volume {:?}",
+                "unknown volume {:?}: no given backend holds it",
                 req.name
             )));
         }

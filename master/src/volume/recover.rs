@@ -31,6 +31,7 @@ use qbd_core::generation::Generation;
 use super::io::Segment;
 use super::journal::{Outstanding, RowUpdate};
 use super::range_lock::Mode;
+use super::repair::copy::Put;
 use super::{Volume, VolumeError};
 
 impl Volume {
@@ -321,7 +322,8 @@ impl Volume {
     /// Replaces replica `part` on `slot` with a fresh file holding `image`
     /// (per block: the good copy's state, its bytes in `data`; `None`: no
     /// good copy, so the block gets an invalid record and reads as lost,
-    /// never as zeros), written with the repair operation, then synced.
+    /// never as zeros), each block at its own generation
+    /// ([`super::repair::copy`]), then synced.
     /// Returns the blocks written.
     pub(super) async fn rebuild_replica(
         &self,
@@ -335,12 +337,8 @@ impl Volume {
         let bs = self.bs() as usize;
         let mut written = 0;
         for (i, st) in image.iter().enumerate() {
-            let (data, generation) = match st {
-                Some(BlockState::Data(g)) => {
-                    (WriteData::Bytes(data[i * bs..(i + 1) * bs].to_vec()), *g)
-                }
-                Some(BlockState::Zero(g)) => (WriteData::Zero { punch: true }, *g),
-                Some(_) => continue,
+            let put = match st {
+                Some(st) => Put::of(st, &data[i * bs..(i + 1) * bs]),
                 None => {
                     target
                         .write_raw(part, i as u32, None, Some(LOST_RECORD))
@@ -348,16 +346,10 @@ impl Volume {
                     continue;
                 }
             };
-            target
-                .repair(BlockWrite {
-                    part,
-                    first: i as u32,
-                    count: 1,
-                    data,
-                    generation,
-                })
-                .await?;
-            written += 1;
+            if let Some(put) = put {
+                self.put_block(slot, part, i as u32, put, true).await?;
+                written += 1;
+            }
         }
         target.sync(Some(vec![part])).await?;
         Ok(written)

@@ -117,6 +117,13 @@ pub enum RepairError {
     Run(String),
 }
 
+impl RepairError {
+    /// True unless the repair had started (then backends may have changed).
+    pub fn changed_nothing(&self) -> bool {
+        !matches!(self, RepairError::Run(_))
+    }
+}
+
 impl RepairArgs {
     /// The repair options the flags ask for.
     pub fn options(&self) -> RepairOptions {
@@ -150,6 +157,10 @@ pub fn run(args: RepairArgs) -> ExitCode {
     let report = runtime.block_on(repair(&args));
     match report {
         Ok(r) => finish(&args, &r),
+        Err(e) if e.changed_nothing() => {
+            eprintln!("qbd repair: {e} (nothing was changed)");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("qbd repair: {e}");
             ExitCode::from(2)

@@ -190,13 +190,22 @@ impl DirBackend {
     fn do_open_volume(&self, meta: VolumeMeta) -> BackendResult<DecodedAlloc> {
         if let Some(open) = self.vol.get() {
             // Re-opening the volume this backend already has open (a master
-            // readmitting it) is a no-op that reports the current map.
+            // readmitting it, a new master or `qbd repair` taking over on a
+            // node) reports the current map.
             if open.meta.uuid != meta.uuid {
                 return Err(CoreError::Conflict(format!(
                     "{} already has another volume open",
                     self.describe()
                 ))
                 .into());
+            }
+            // The files may have changed behind this process (deleted,
+            // truncated, replaced: what repair looks for). Completed writes
+            // are synced, then every cached handle is dropped, so each part
+            // file is found and checked again by its path.
+            self.sync_parts(None)?;
+            if let Ok(mut files) = open.files.write() {
+                files.clear();
             }
             let map = open
                 .alloc

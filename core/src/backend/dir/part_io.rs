@@ -346,8 +346,15 @@ impl DirBackend {
             }
         };
         for (i, part) in todo.iter().enumerate() {
-            let file = v.files.read().ok().and_then(|m| m.get(part).cloned());
-            let Some(file) = file else { continue };
+            // A handle dropped since the write (a re-open) is found again
+            // by its path; a file deleted meanwhile has nothing to sync.
+            let file = match v.files.read().ok().and_then(|m| m.get(part).cloned()) {
+                Some(f) => f,
+                None => match self.handle(v, *part) {
+                    Ok(Handle::Open(f)) => f,
+                    _ => continue,
+                },
+            };
             if let Err(e) = file.sync_data() {
                 if let Ok(mut dirty) = v.dirty.lock() {
                     dirty.extend(todo[i..].iter().copied());

@@ -22,6 +22,7 @@ use qbd_core::backend::{BlockWrite, PartId, WriteData};
 use qbd_core::ec::{Cover, PartMeta, PartSet};
 use qbd_core::generation::Generation;
 
+use super::super::repair::copy::Put;
 use super::super::{Volume, VolumeError};
 use super::cache::CachedPart;
 use super::parity::ParityWrite;
@@ -44,7 +45,9 @@ pub(in crate::volume) fn runs<T: PartialEq + Copy>(
 }
 
 impl Volume {
-    /// Rebuilds stale part `part` on backend `slot` from the other parts.
+    /// Rebuilds stale part `part` on backend `slot` from the other parts
+    /// (data blocks at their own generations, through the raw write: see
+    /// `repair::copy`).
     pub(in crate::volume) async fn ec_resync_part(
         &self,
         slot: usize,
@@ -107,17 +110,12 @@ impl Volume {
         c: &CachedPart,
     ) -> Result<(), VolumeError> {
         let bs = self.bs() as usize;
-        let key = |i: usize| c.gens[i].filter(|g| *g != Generation::NONE);
-        for (r, generation) in runs(c.gens.len(), key) {
-            self.backends[slot]
-                .repair(BlockWrite {
-                    part,
-                    first: r.start as u32,
-                    count: r.len() as u32,
-                    data: WriteData::Bytes(c.data[r.start * bs..r.end * bs].to_vec()),
-                    generation,
-                })
-                .await?;
+        for (i, g) in c.gens.iter().enumerate() {
+            let Some(g) = g.filter(|g| *g != Generation::NONE) else {
+                continue;
+            };
+            let put = Put::Data(&c.data[i * bs..(i + 1) * bs], g);
+            self.put_block(slot, part, i as u32, put, true).await?;
         }
         Ok(())
     }

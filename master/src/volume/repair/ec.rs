@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use qbd_core::backend::{BlockWrite, PartId, WriteData};
+use qbd_core::backend::PartId;
 use qbd_core::ec::{Cover, PartMeta};
 use qbd_core::generation::Generation;
 
@@ -28,6 +28,7 @@ use super::super::ec::rows::{PartProbe, RunRead, restore_async};
 use super::super::range_lock::Mode;
 use super::super::recover::LOST_RECORD;
 use super::super::{Volume, VolumeError};
+use super::copy::Put;
 use super::replica::classify_error;
 use super::report::{ChunkOutcome, Problem};
 
@@ -238,7 +239,8 @@ impl Volume {
         Ok(true)
     }
 
-    /// Restored data blocks `rows` of a data part, at their generations.
+    /// Restored data blocks `rows` of a data part, at their generations
+    /// (never-written rows of a whole rebuild are skipped by the caller).
     async fn ec_write_data(
         &self,
         slot: usize,
@@ -247,21 +249,10 @@ impl Volume {
         rows: Range<usize>,
     ) -> Result<(), VolumeError> {
         let bs = self.bs() as usize;
-        let key = |i: usize| {
-            let i = rows.start + i;
-            c.gens[i]
-        };
-        for (rg, generation) in runs(rows.len(), key) {
-            let (s, e) = (rows.start + rg.start, rows.start + rg.end);
-            self.backends[slot]
-                .repair(BlockWrite {
-                    part,
-                    first: s as u32,
-                    count: (e - s) as u32,
-                    data: WriteData::Bytes(c.data[s * bs..e * bs].to_vec()),
-                    generation,
-                })
-                .await?;
+        for i in rows {
+            let Some(g) = c.gens[i] else { continue };
+            let put = Put::Data(&c.data[i * bs..(i + 1) * bs], g);
+            self.put_block(slot, part, i as u32, put, false).await?;
         }
         Ok(())
     }

@@ -67,6 +67,7 @@ pub async fn run_repair(
         report.parts_left = c.parts_left;
         report.lost_blocks = c.lost_blocks;
     }
+    volume.revalidate_files().await;
     let chunks = volume.repair_chunks(report.first_chunk);
     report.chunks_total = chunks.len() as u64;
     let mut pace = Pace::new(opts.max_rate, started);
@@ -109,6 +110,18 @@ fn checkpoint(r: &RepairReport, volume: uuid::Uuid, next_chunk: u64) -> Checkpoi
 }
 
 impl Volume {
+    /// Re-opens the volume on every usable backend: a backend that kept
+    /// part files open (a node, or this master's own directories) drops
+    /// its handles, so files deleted, truncated or rewritten behind it are
+    /// seen as they are on disk now.
+    async fn revalidate_files(&self) {
+        for slot in (0..self.backends.len()).filter(|&s| !self.health.is_failed(s)) {
+            if let Err(e) = self.backends[slot].open_volume(self.meta.clone()).await {
+                self.fail(slot, &format!("re-open for repair: {e}"));
+            }
+        }
+    }
+
     /// Chunks a repair visits from `from` on, in order: the written ones,
     /// and any with a degraded-map entry.
     fn repair_chunks(&self, from: u64) -> Vec<u64> {

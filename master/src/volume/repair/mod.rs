@@ -22,6 +22,7 @@
 
 pub mod absent;
 pub mod checkpoint;
+pub(in crate::volume) mod copy;
 mod ec;
 pub mod job;
 pub mod pace;

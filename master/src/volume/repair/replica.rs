@@ -9,11 +9,13 @@
 //! the winner. A block without any valid copy is lost: rebuilt parts get
 //! an invalid record for it, so it reads as EIO, never as zeros.
 
-use qbd_core::backend::{BackendError, BlockState, BlockWrite, PartId, PartRead, WriteData};
+use qbd_core::backend::{BackendError, BlockState, PartId, PartRead};
+use qbd_core::generation::Generation;
 
 use super::super::range_lock::Mode;
 use super::super::recover::{block_generation, block_winner};
 use super::super::{Volume, VolumeError};
+use super::copy::Put;
 use super::report::{ChunkOutcome, Problem};
 
 /// How one part was found.
@@ -139,32 +141,22 @@ impl Volume {
             chunk,
             part: p as u8,
         };
-        let backend = &self.backends[self.placement.slot(chunk, p)];
+        let slot = self.placement.slot(chunk, p);
         for &b in bad {
             let Some(st) = &image[b] else { continue };
-            let (data, generation) = match st {
-                BlockState::Data(g) => {
-                    let src = copies
-                        .iter()
-                        .find(|(_, r)| &r.blocks[b] == st)
-                        .map(|(_, r)| r.data[b * bs..(b + 1) * bs].to_vec())
-                        .unwrap_or_default();
-                    (WriteData::Bytes(src), *g)
-                }
-                BlockState::Zero(g) => (WriteData::Zero { punch: true }, *g),
-                _ => (WriteData::Zero { punch: true }, Default::default()),
+            let src = copies
+                .iter()
+                .find(|(_, r)| &r.blocks[b] == st)
+                .map(|(_, r)| &r.data[b * bs..(b + 1) * bs]);
+            // A block that must read as never written gets zeros at
+            // generation 0, as reconcile does.
+            let put = match (Put::of(st, src.unwrap_or_default()), src) {
+                (Some(put), Some(_)) => put,
+                _ => Put::Zero(Generation::NONE),
             };
-            backend
-                .repair(BlockWrite {
-                    part,
-                    first: b as u32,
-                    count: 1,
-                    data,
-                    generation,
-                })
-                .await?;
+            self.put_block(slot, part, b as u32, put, false).await?;
         }
-        backend.sync(Some(vec![part])).await?;
+        self.backends[slot].sync(Some(vec![part])).await?;
         Ok(bad.len() as u64)
     }
 
