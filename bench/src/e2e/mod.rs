@@ -51,12 +51,16 @@ pub fn main(args: &E2eArgs) -> Result<(), String> {
             }
         }
     }
+    if s.kinds.is_empty() {
+        return Err("nothing left to measure (only qbd-l2 was asked for)".into());
+    }
     let work = tempfile::Builder::new()
         .prefix("qbd-bench-e2e.")
         .tempdir_in("/dev/shm")
         .map_err(|e| format!("cannot make a directory on /dev/shm (tmpfs): {e}"))?;
     let header = header(args, &s, &tools, &notes);
     eprint!("{header}");
+    eprintln!("qbd-bench: work directory {}", work.path().display());
     let key = work.path().join("cluster.key");
     std::fs::write(&key, format!("{}\n", crate::node::random_key().to_hex()))
         .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
