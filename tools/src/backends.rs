@@ -276,10 +276,16 @@ async fn connect_found(
     key: ClusterKey,
     me: &str,
 ) -> Result<Arc<dyn Backend>, String> {
-    let t = link
-        .connect(f, key, me)
-        .await
-        .map_err(|e| format!("node {} ({}): {e}", f.name, f.backend))?;
+    // One retry: right after another client's session from this host
+    // ended (a master just stopped), a node may not answer the first
+    // handshake.
+    let t = match link.connect(f, key.clone(), me).await {
+        Ok(t) => t,
+        Err(_) => link
+            .connect(f, key, me)
+            .await
+            .map_err(|e| format!("node {} ({}): {e}", f.name, f.backend))?,
+    };
     let node = t.node();
     Ok(Arc::new(NodeBackend::new(t, node)))
 }
