@@ -35,8 +35,9 @@ use super::super::{Volume, VolumeError};
 pub enum Replaced {
     /// The table was switched now (steps 1-3).
     Switched,
-    /// The table already named NEW (an interrupted replace): only step 1
-    /// was redone; the reopen finishes it.
+    /// The table already named NEW (an interrupted or repeated replace):
+    /// nothing to do here; the reopen finishes the table, the repair the
+    /// filling.
     AlreadySwitched,
 }
 
@@ -61,7 +62,9 @@ impl Volume {
                     self.meta.name
                 )));
             }
-            self.mark_new_stale(slot, new.id()).await?;
+            // Step 1 happened before any table named NEW, and an entry is
+            // cleared only once its part is rebuilt: what NEW still lacks
+            // is recorded already.
             return Ok(Replaced::AlreadySwitched);
         }
         let slot = table.iter().position(|id| *id == old).ok_or_else(|| {
