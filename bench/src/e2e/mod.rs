@@ -107,10 +107,22 @@ pub fn main(args: &E2eArgs) -> Result<(), String> {
 /// A lab for the L2 targets; `None` when namespaces cannot be made here
 /// (after netlab's `SKIPPED:` line), `Err` when `QBD_REQUIRE_PRIVILEGED=1`.
 fn l2_lab() -> Result<Option<Lab>, String> {
-    std::panic::catch_unwind(|| Lab::new("qbd-bench e2e")).map_err(|_| {
-        "qbd-l2 needs network namespaces (root: CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN) \
-         and QBD_REQUIRE_PRIVILEGED=1 forbids skipping it"
-            .to_string()
+    // netlab panics when privilege is required but missing: turn that into
+    // an error with its message (and no backtrace).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let lab = std::panic::catch_unwind(|| Lab::new("qbd-bench e2e"));
+    std::panic::set_hook(hook);
+    lab.map_err(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "no network namespaces here".into());
+        format!(
+            "{why}: qbd-l2 needs network namespaces (root: CAP_NET_ADMIN, CAP_NET_RAW, \
+             CAP_SYS_ADMIN); leave it out with --target, or unset QBD_REQUIRE_PRIVILEGED"
+        )
     })
 }
 
