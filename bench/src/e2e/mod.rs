@@ -175,12 +175,23 @@ fn header(args: &E2eArgs, s: &Settings, tools: &tools::Tools, notes: &[String]) 
         crate::plan::loopback_mtu().map_or_else(|| "?".into(), |m| m.to_string()),
         args.mtu
     ));
+    let targets: usize = s
+        .kinds
+        .iter()
+        .map(|k| if k.is_qbd() { args.redundancy.len() } else { 1 })
+        .sum();
+    let runs = s.rounds as usize * fio::WORKLOADS.len() * targets;
+    // fio's start and the NBD handshake add about 0.2 s to each run.
+    let secs = runs as f64 * (s.runtime + s.ramp).as_secs_f64() + runs as f64 * 0.2;
     h.push_str(&format!(
-        "per run: ramp {:.1} s, measured {:.1} s; {} round(s), targets interleaved per \
-         workload; no CPU pinning\n",
+        "per run: ramp {:.1} s, measured {:.1} s; {} round(s) × {} workloads × {targets} \
+         targets = {runs} runs, about {:.0} s; targets interleaved per workload; no CPU \
+         pinning\n",
         s.ramp.as_secs_f64(),
         s.runtime.as_secs_f64(),
-        s.rounds
+        s.rounds,
+        fio::WORKLOADS.len(),
+        secs
     ));
     let mut versions = vec![format!("fio: {}", tools::version(&tools.fio))];
     for (name, p) in [("nbdkit", &tools.nbdkit), ("qemu-nbd", &tools.qemu_nbd)] {
