@@ -23,6 +23,7 @@
 mod batch;
 mod poller;
 mod socket;
+mod spin;
 mod sys;
 
 pub use batch::FrameBatch;

@@ -4,9 +4,10 @@
 //!
 //! Why a thread: a wake-up costs ~24 µs here, four L2 round trips, so the
 //! socket is polled by a thread that spins briefly when idle — never by a
-//! tokio worker. The spin is bounded ([`PollerConfig::spin`]); after it the
-//! thread blocks in poll(2) on the socket and an eventfd doorbell, for at
-//! most [`PollerConfig::block_timeout`] so the stop flag is always seen.
+//! tokio worker. The spin is bounded ([`PollerConfig::spin`]) and adapts
+//! to how soon work follows a block (`spin.rs`); after it the thread blocks
+//! in poll(2) on the socket and an eventfd doorbell, for at most
+//! [`PollerConfig::block_timeout`] so the stop flag is always seen.
 //!
 //! Loop invariants:
 //! - Every iteration checks the stop flag; every inner loop advances or
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::batch::FrameBatch;
 use super::socket::{PacketSocket, SocketStats};
+use super::spin::AdaptiveSpin;
 use super::sys;
 
 /// What the poller thread calls. All methods run on the poller thread;
@@ -58,8 +60,13 @@ impl<F: FnMut(&[u8], &mut FrameBatch) + Send + 'static> Handler for F {
 /// Tunables of a [`Poller`].
 #[derive(Debug, Clone)]
 pub struct PollerConfig {
-    /// How long to keep polling the idle socket before blocking.
+    /// How long to keep polling the idle socket before blocking (the
+    /// ceiling, with `adaptive_spin`).
     pub spin: Duration,
+    /// Adapt the spin between 0 and `spin` (`spin.rs`: grow when work
+    /// came soon after the thread blocked, shrink when it did not), so
+    /// idle threads stop taking cores from busy ones.
+    pub adaptive_spin: bool,
     /// Yield the CPU (sched_yield) between polls while spinning, so a
     /// thread waiting for this core (the tokio worker that will submit the
     /// next request, the other side's poller on a small machine) runs at
@@ -81,6 +88,7 @@ impl Default for PollerConfig {
     fn default() -> Self {
         Self {
             spin: Duration::from_micros(50),
+            adaptive_spin: true,
             yield_while_spinning: true,
             block_timeout: Duration::from_millis(20),
             queue_frames: 1024,
@@ -297,12 +305,23 @@ impl Counters {
     }
 }
 
+/// How a call to block ended.
+enum Blocked {
+    /// It did not block (a last look found work), or only until the
+    /// handler's deadline.
+    No,
+    /// Work (a frame, the doorbell, room to send) woke it after this long.
+    Woken(Duration),
+    /// Nothing came within `block_timeout`.
+    TimedOut,
+}
+
 /// Everything the poller thread owns.
 struct LoopState<H> {
     socket: PacketSocket,
     handler: H,
     shared: Arc<Shared>,
-    spin: Duration,
+    spin: AdaptiveSpin,
     yield_while_spinning: bool,
     block_timeout: Duration,
     /// Frames taken from the shared queue (swapped, not copied).
@@ -317,7 +336,7 @@ impl<H: Handler> LoopState<H> {
             socket,
             handler,
             shared,
-            spin: config.spin,
+            spin: AdaptiveSpin::new(config.spin, config.adaptive_spin),
             yield_while_spinning: config.yield_while_spinning,
             block_timeout: config.block_timeout,
             queued: FrameBatch::with_capacity(config.queue_frames, 64 << 10),
@@ -335,8 +354,12 @@ impl<H: Handler> LoopState<H> {
             if busy {
                 self.shared.counters.publish(self.socket.stats());
                 last_busy = now;
-            } else if now.duration_since(last_busy) >= self.spin {
-                self.block(deadline);
+            } else if now.duration_since(last_busy) >= self.spin.window() {
+                match self.block(deadline) {
+                    Blocked::No => {}
+                    Blocked::Woken(slept) => self.spin.woke_after(slept),
+                    Blocked::TimedOut => self.spin.timed_out(),
+                }
                 last_busy = Instant::now();
             } else {
                 if self.yield_while_spinning {
@@ -410,7 +433,7 @@ impl<H: Handler> LoopState<H> {
     /// Blocks in poll(2) until a frame arrives, the doorbell rings, the
     /// socket can take pending frames, the handler's deadline, or
     /// `block_timeout` — unless a last look finds work.
-    fn block(&mut self, deadline: Option<Instant>) {
+    fn block(&mut self, deadline: Option<Instant>) -> Blocked {
         self.shared.parked.store(true, Ordering::SeqCst);
         let now = Instant::now();
         let next = self.handler.on_tick(now, &mut self.out);
@@ -418,7 +441,7 @@ impl<H: Handler> LoopState<H> {
         let queue_waiting = self.queued.is_empty() && self.shared.pending.load(Ordering::SeqCst);
         if sent || queue_waiting || self.shared.stop.load(Ordering::SeqCst) {
             self.shared.parked.store(false, Ordering::SeqCst);
-            return;
+            return Blocked::No;
         }
         let mut timeout = self.block_timeout;
         if let Some(d) = next.or(deadline) {
@@ -434,10 +457,17 @@ impl<H: Handler> LoopState<H> {
             pollfd(self.shared.doorbell.as_fd(), libc::POLLIN),
         ];
         self.shared.counters.blocks.fetch_add(1, Ordering::Relaxed);
-        let _ = sys::poll(&mut fds, timeout);
+        let ready = sys::poll(&mut fds, timeout).unwrap_or(0);
         self.shared.parked.store(false, Ordering::SeqCst);
         if fds[1].revents != 0 {
             sys::eventfd_drain(self.shared.doorbell.as_fd());
+        }
+        match ready {
+            // The handler's own deadline (an ack delay, an RTO) says
+            // nothing about how soon work comes.
+            0 if timeout < self.block_timeout => Blocked::No,
+            0 => Blocked::TimedOut,
+            _ => Blocked::Woken(now.elapsed()),
         }
     }
 }
