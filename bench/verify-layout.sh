@@ -7,7 +7,9 @@
 #  2. deep: FILLED_CHUNKS chunks with every block written (replicate:3),
 #     `qbd verify --deep` against `cat` of the same part files to
 #     /dev/null, in the same run (page cache warm for both: cat runs
-#     first, then verify, then cat again).
+#     first, then verify, then cat again); then the same files served by
+#     three qbd-nodes on 127.0.0.1 (--insecure), which scan them
+#     themselves: `qbd verify --deep --node ...`.
 # Usage: bench/verify-layout.sh [ROOT] (default /tmp/qbd-verify-bench,
 # removed at the end; needs ~3.5 GiB there for the deep layout).
 set -eu
@@ -16,6 +18,7 @@ CHUNKS=${CHUNKS:-262144}
 FILLED_CHUNKS=${FILLED_CHUNKS:-256}
 cd "$(dirname "$0")/.."
 cargo build --quiet --release -p qbd-tools --bin qbd --example verify_layout
+cargo build --quiet --release -p qbd-node --bin qbd-node
 BIN=${CARGO_TARGET_DIR:-target}/release
 rm -rf "$ROOT"
 mkdir -p "$ROOT"
@@ -49,3 +52,23 @@ $BIN/qbd verify --deep $DEEP | head -4
 mib() { echo "scale=1; $BYTES / 1048576 / $1" | bc; }
 echo "deep verify: $BYTES bytes of part files in $d s = $(mib "$d") MiB/s"
 echo "cat > /dev/null: $c1 s = $(mib "$c1") MiB/s before, $c2 s = $(mib "$c2") MiB/s after"
+
+echo "the same files behind three qbd-nodes (each scans its own)"
+PIDS=""
+NODES=""
+for i in 0 1 2; do
+    $BIN/qbd-node --data "$ROOT/deep/b$i" --listen 127.0.0.1:0 --id "b$i" --insecure \
+        >"$ROOT/node$i.out" 2>/dev/null &
+    PIDS="$PIDS $!"
+    tries=0
+    until grep -q "tcp=" "$ROOT/node$i.out" 2>/dev/null; do
+        tries=$((tries + 1)); [ $tries -lt 100 ] || { echo "node $i did not start"; exit 1; }
+        sleep 0.1
+    done
+    NODES="$NODES --node $(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' "$ROOT/node$i.out")"
+done
+n=$(secs $BIN/qbd verify --deep --volume bench --insecure $NODES)
+$BIN/qbd verify --deep --volume bench --insecure $NODES | head -2 | tail -1
+kill $PIDS
+wait 2>/dev/null || true
+echo "deep verify over nodes: $n s = $(mib "$n") MiB/s"
