@@ -4,6 +4,7 @@
 //! master. fio passes (no write lost, every block reads back), the repair
 //! exits 0, and `qbd verify --deep` is clean afterwards. Part files were
 //! damaged before the master started (deleted, truncated, flipped).
+//! `--replace` is refused while the master serves (exit 2).
 
 mod common;
 #[path = "common/repair_support.rs"]
@@ -86,6 +87,13 @@ fn live(kind: Kind, redundancy: &str, backends: usize) {
     let r: qbd_master::volume::repair::RepairReport =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("report ({e}): {json}"));
     assert!(r.all_repaired() && r.chunks_done == 16, "{r:#?}");
+    let refused = repair_support::repair(&f, &["--replace", "a=b"]);
+    assert_eq!(
+        refused.code,
+        Some(2),
+        "--replace through a master: {refused:#?}"
+    );
+    assert!(refused.stderr.contains("stop it first"), "{refused:#?}");
     master.stop();
     let deep = f.verify(&["--deep"]);
     assert_eq!(deep.code, Some(0), "verify --deep after: {deep:#?}");
