@@ -39,6 +39,19 @@ impl Kind {
     }
 }
 
+/// Where `qbd-tcp`'s nodes and master talk (`--tcp-link`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TcpLink {
+    /// `bridge` when the bench can make namespaces (root), else `loopback`.
+    Auto,
+    /// Namespaces on a bridge as for qbd-l2, with IPv4 addresses on the
+    /// links: the L2/TCP ratios then compare the transports on the same
+    /// links.
+    Bridge,
+    /// Everything on 127.0.0.1 in the bench's own namespace.
+    Loopback,
+}
+
 /// Flags of `qbd-bench e2e`.
 #[derive(Debug, Clone, Args)]
 pub struct E2eArgs {
@@ -77,6 +90,10 @@ pub struct E2eArgs {
     #[arg(long, default_value_t = 9000,
           value_parser = clap::value_parser!(u32).range(1280..=65535))]
     pub mtu: u32,
+
+    /// Where qbd-tcp's nodes and master talk.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub tcp_link: TcpLink,
 
     /// A quick run (CI smoke): 32 MiB targets, 0.5 s per fio run, 1 round.
     #[arg(long)]

@@ -20,6 +20,7 @@ pub mod args;
 pub mod daemon;
 pub mod fio;
 pub mod rounds;
+pub mod segment;
 pub mod targets;
 pub mod tools;
 
@@ -27,8 +28,8 @@ pub use args::E2eArgs;
 
 use qbd_netlab::Lab;
 
-use self::args::{Kind, Settings};
-use self::targets::{Ctx, Target};
+use self::args::{Kind, Settings, TcpLink};
+use self::targets::{Ctx, Target, TcpLink as TcpLinkTo};
 use crate::output;
 
 /// Runs `qbd-bench e2e`.
@@ -37,20 +38,25 @@ pub fn main(args: &E2eArgs) -> Result<(), String> {
     let tools = tools::find(&s.kinds)?;
     crate::interrupt::install()?;
     let mut notes = Vec::new();
-    let mut lab = None;
-    if s.kinds.contains(&Kind::QbdL2) {
-        match l2_lab()? {
-            Some(l) => lab = Some(l),
-            None => {
-                let note = "qbd-l2 rows skipped: no network namespaces here (needs root: \
-                            CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN); measuring qbd-tcp and \
-                            the peers only";
-                eprintln!("qbd-bench: note: {note}");
-                notes.push(note.to_owned());
-                s.kinds.retain(|&k| k != Kind::QbdL2);
-            }
-        }
+    let has = |k: Kind| s.kinds.contains(&k);
+    let wants_lab = has(Kind::QbdL2) || (has(Kind::QbdTcp) && args.tcp_link != TcpLink::Loopback);
+    let mut lab = if wants_lab { l2_lab()? } else { None };
+    if lab.is_none() && has(Kind::QbdTcp) && args.tcp_link == TcpLink::Bridge {
+        return Err(
+            "--tcp-link bridge needs network namespaces (root: CAP_NET_ADMIN, \
+                    CAP_NET_RAW, CAP_SYS_ADMIN)"
+                .into(),
+        );
     }
+    if lab.is_none() && has(Kind::QbdL2) {
+        let note = "qbd-l2 rows skipped: no network namespaces here (needs root: \
+                    CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN); measuring qbd-tcp (on \
+                    127.0.0.1) and the peers only";
+        eprintln!("qbd-bench: note: {note}");
+        notes.push(note.to_owned());
+        s.kinds.retain(|&k| k != Kind::QbdL2);
+    }
+    let tcp_bridge = lab.is_some() && args.tcp_link != TcpLink::Loopback;
     if s.kinds.is_empty() {
         return Err("nothing left to measure (only qbd-l2 was asked for)".into());
     }
@@ -58,7 +64,7 @@ pub fn main(args: &E2eArgs) -> Result<(), String> {
         .prefix("qbd-bench-e2e.")
         .tempdir_in("/dev/shm")
         .map_err(|e| format!("cannot make a directory on /dev/shm (tmpfs): {e}"))?;
-    let header = header(args, &s, &tools, &notes);
+    let header = header(args, &s, &tools, (tcp_bridge, &notes));
     eprint!("{header}");
     eprintln!("qbd-bench: work directory {}", work.path().display());
     let key = work.path().join("cluster.key");
@@ -73,7 +79,13 @@ pub fn main(args: &E2eArgs) -> Result<(), String> {
         size: s.size,
     };
     // Dropped before `lab` and `work`: processes stop, then namespaces and data go.
-    let targets = start(&ctx, &s, &args.redundancy, lab.as_mut(), args.mtu)?;
+    let targets = start(
+        &ctx,
+        &s,
+        &args.redundancy,
+        (lab.as_mut(), tcp_bridge),
+        args.mtu,
+    )?;
     let failed = rounds::fill(&tools.fio, &targets, s.size, &json_dir)?;
     let time = fio::RunTime {
         runtime: s.runtime,
@@ -121,7 +133,8 @@ fn l2_lab() -> Result<Option<Lab>, String> {
             .unwrap_or_else(|| "no network namespaces here".into());
         format!(
             "{why}: qbd-l2 needs network namespaces (root: CAP_NET_ADMIN, CAP_NET_RAW, \
-             CAP_SYS_ADMIN); leave it out with --target, or unset QBD_REQUIRE_PRIVILEGED"
+             CAP_SYS_ADMIN), as does qbd-tcp over a bridge; leave them out with --target \
+             and --tcp-link loopback, or unset QBD_REQUIRE_PRIVILEGED"
         )
     })
 }
@@ -131,15 +144,22 @@ fn start(
     ctx: &Ctx,
     s: &Settings,
     redundancies: &[String],
-    mut lab: Option<&mut Lab>,
+    (mut lab, tcp_bridge): (Option<&mut Lab>, bool),
     mtu: u32,
 ) -> Result<Vec<Target>, String> {
     let mut targets = Vec::new();
     for &kind in &s.kinds {
         match kind {
             Kind::QbdTcp => {
-                for r in redundancies {
-                    targets.push(targets::qbd_tcp(ctx, r)?);
+                for (i, r) in redundancies.iter().enumerate() {
+                    let link = match lab.as_deref_mut() {
+                        Some(lab) if tcp_bridge => {
+                            let subnet = u8::try_from(i).map_err(|_| "too many redundancies")?;
+                            TcpLinkTo::Bridge(lab, mtu, subnet)
+                        }
+                        _ => TcpLinkTo::Loopback,
+                    };
+                    targets.push(targets::qbd_tcp(ctx, r, link)?);
                 }
             }
             Kind::QbdL2 => {
@@ -156,7 +176,12 @@ fn start(
 }
 
 /// The report's header: what ran where, the machine, the timing.
-fn header(args: &E2eArgs, s: &Settings, tools: &tools::Tools, notes: &[String]) -> String {
+fn header(
+    args: &E2eArgs,
+    s: &Settings,
+    tools: &tools::Tools,
+    (tcp_bridge, notes): (bool, &[String]),
+) -> String {
     let names: Vec<&str> = s.kinds.iter().map(|k| k.name()).collect();
     let volumes = if s.kinds.iter().any(|k| k.is_qbd()) {
         format!(" (QBD volumes: {})", args.redundancy.join(", "))
@@ -167,12 +192,19 @@ fn header(args: &E2eArgs, s: &Settings, tools: &tools::Tools, notes: &[String]) 
         "# qbd-bench e2e: fio ioengine=nbd against {}{volumes}\n",
         names.join(", ")
     );
+    let lo = crate::plan::loopback_mtu().map_or_else(|| "?".into(), |m| m.to_string());
+    let tcp = if tcp_bridge {
+        "qbd-tcp nodes and master in network namespaces on a bridge (IPv4 on the links), as \
+         qbd-l2's"
+    } else {
+        "qbd-tcp nodes and master on 127.0.0.1"
+    };
     h.push_str(&format!(
-        "targets: {} MiB each, data on tmpfs (/dev/shm), written in full first; qbd-tcp and \
-         the peers on 127.0.0.1 (lo MTU {}); qbd-l2 nodes and master in network namespaces on \
-         a bridge (veth MTU {}), NBD on 127.0.0.1 in the master's namespace\n",
+        "targets: {} MiB each, data on tmpfs (/dev/shm), written in full first; {tcp}; \
+         qbd-l2 nodes and master in network namespaces on a bridge, QBD-L2 with no IP; \
+         bridge ports: veth, MTU {}; the peers on 127.0.0.1 (lo MTU {lo}); fio talks NBD to \
+         127.0.0.1 (in the master's namespace for QBD on a bridge)\n",
         s.size >> 20,
-        crate::plan::loopback_mtu().map_or_else(|| "?".into(), |m| m.to_string()),
         args.mtu
     ));
     let targets: usize = s

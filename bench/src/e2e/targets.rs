@@ -1,13 +1,14 @@
 //! Starting the systems measured, each serving one NBD export of the
 //! run's size with its data on tmpfs:
 //!
-//! - `qbd-tcp`: as many `qbd-node`s as the redundancy has parts, each on
-//!   127.0.0.1 (port from its ready line) with its own directory, and a
-//!   `qbd-master` over them (`--node ADDR ...`), NBD on 127.0.0.1.
-//! - `qbd-l2`: the same over QBD-L2: a namespace per node and one for the
-//!   master, each with an `eth0` on a bridge (its own namespace); nodes
-//!   serve `--iface eth0` with no IP, the master discovers them and
-//!   serves NBD on 127.0.0.1 inside its namespace, where fio runs too.
+//! - `qbd-tcp`: as many `qbd-node`s as the redundancy has parts, each
+//!   with its own directory, and a `qbd-master` over them (`--node ADDR
+//!   ...`, ports from the nodes' ready lines), NBD on 127.0.0.1. Either
+//!   all on 127.0.0.1, or on a [`Segment`] with IPv4 addresses: a
+//!   namespace per node and one for the master (and fio), on a bridge.
+//! - `qbd-l2`: the same over QBD-L2 on a [`Segment`]: nodes serve
+//!   `--iface eth0` with no IP, the master discovers them and serves NBD
+//!   on 127.0.0.1 inside its namespace, where fio runs too.
 //! - `nbdkit` (file plugin) and `qemu-nbd` on a raw file, on 127.0.0.1 at
 //!   a port the bench picked (bound and released: a tiny race with other
 //!   programs picking ports, which only fails the start).
@@ -20,18 +21,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use std::net::Ipv4Addr;
+
 use qbd_netlab::{Lab, Ns};
 
 use super::args::{Kind, parts};
 use super::daemon::{Daemon, Ready, field};
+use super::segment::{IFACE, Segment};
 use super::tools::Tools;
 use crate::report::Net;
 
 /// How long a daemon may take to be ready (an L2 master waits up to 10 s
 /// for discovery).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// The interface of every host on the L2 segment.
-const IFACE: &str = "eth0";
 /// The export name of the QBD volumes.
 const VOLUME: &str = "bench";
 
@@ -121,46 +123,74 @@ impl Ctx<'_> {
     }
 }
 
-/// qbd-master over `qbd-node`s on 127.0.0.1.
-pub fn qbd_tcp(ctx: &Ctx, redundancy: &str) -> Result<Target, String> {
+/// Where a `qbd-tcp` target's nodes talk to its master.
+#[derive(Debug)]
+pub enum TcpLink<'a> {
+    /// Everything on 127.0.0.1 in the bench's namespace.
+    Loopback,
+    /// A segment like `qbd-l2`'s, with IPv4 on the links: (lab, MTU, subnet).
+    Bridge(&'a mut Lab, u32, u8),
+}
+
+/// qbd-master over `qbd-node`s reached by TCP over `link`.
+pub fn qbd_tcp(ctx: &Ctx, redundancy: &str, link: TcpLink<'_>) -> Result<Target, String> {
     let tag = format!("tcp-{}", redundancy.replace([':', '+'], "-"));
     let node_bin = ctx.bin(&ctx.tools.node, "qbd-node")?;
+    let n = parts(redundancy)?;
+    let (seg, listen, net) = match link {
+        TcpLink::Loopback => {
+            let net = Net {
+                link: "loopback",
+                mtu: crate::plan::loopback_mtu(),
+            };
+            (None, vec![Ipv4Addr::LOCALHOST; n], net)
+        }
+        TcpLink::Bridge(lab, mtu, subnet) => {
+            let seg = Segment::new(lab, n, mtu);
+            let addrs = seg.address(subnet)?;
+            let net = Net {
+                link: "bridge",
+                mtu: Some(mtu),
+            };
+            (Some(seg), addrs, net)
+        }
+    };
     let mut nodes = Vec::new();
     let mut addrs = Vec::new();
-    for i in 0..parts(redundancy)? {
+    for (i, ip) in listen.iter().enumerate() {
         crate::interrupt::check()?;
-        let mut cmd = Command::new(&node_bin);
+        let mut cmd = match &seg {
+            Some(seg) => seg.nodes[i].command(&node_bin),
+            None => Command::new(&node_bin),
+        };
         cmd.arg("--data")
             .arg(ctx.dir(&format!("{tag}-n{i}"))?)
-            .args(["--listen", "127.0.0.1:0", "--id", &format!("n{i}")])
+            .args(["--listen", &format!("{ip}:0"), "--id", &format!("n{i}")])
             .arg("--cluster-key")
             .arg(ctx.key);
         let name = format!("qbd-node n{i} ({tag})");
         let (node, line) =
             Daemon::start(&name, cmd, Ready::Line("qbd-node: ready "), READY_TIMEOUT)?;
-        addrs.push(
-            field(&line, "tcp")
-                .ok_or(format!("{name}: no tcp= in {line:?}"))?
-                .to_owned(),
-        );
+        let addr = field(&line, "tcp").ok_or(format!("{name}: no tcp= in {line:?}"))?;
+        addrs.push(addr.to_owned());
         nodes.push(node);
     }
-    let mut cmd = Command::new(ctx.bin(&ctx.tools.master, "qbd-master")?);
+    let master_bin = ctx.bin(&ctx.tools.master, "qbd-master")?;
+    let mut cmd = match &seg {
+        Some(seg) => seg.master.command(master_bin),
+        None => Command::new(master_bin),
+    };
     ctx.master_args(&mut cmd, redundancy, &tag)?;
     for a in &addrs {
         cmd.args(["--node", a]);
     }
     let (master, addr) = start_master(cmd, &tag)?;
-    let net = Net {
-        link: "loopback",
-        mtu: crate::plan::loopback_mtu(),
-    };
     Ok(Target {
         kind: Kind::QbdTcp,
         redundancy: Some(redundancy.to_owned()),
         net,
         uri: format!("nbd://{addr}/{VOLUME}"),
-        ns: None,
+        ns: seg.map(|s| s.master),
         master: Some(master),
         nodes,
     })
@@ -170,12 +200,9 @@ pub fn qbd_tcp(ctx: &Ctx, redundancy: &str) -> Result<Target, String> {
 pub fn qbd_l2(ctx: &Ctx, lab: &mut Lab, redundancy: &str, mtu: u32) -> Result<Target, String> {
     let tag = format!("l2-{}", redundancy.replace([':', '+'], "-"));
     let node_bin = ctx.bin(&ctx.tools.node, "qbd-node")?;
-    let master_ns = lab.namespace();
-    let node_ns: Vec<Ns> = (0..parts(redundancy)?).map(|_| lab.namespace()).collect();
-    let hosts: Vec<&Ns> = std::iter::once(&master_ns).chain(&node_ns).collect();
-    lab.switch(&hosts, mtu);
+    let seg = Segment::new(lab, parts(redundancy)?, mtu);
     let mut nodes = Vec::new();
-    for (i, ns) in node_ns.iter().enumerate() {
+    for (i, ns) in seg.nodes.iter().enumerate() {
         crate::interrupt::check()?;
         let mut cmd = ns.command(&node_bin);
         cmd.arg("--data")
@@ -184,9 +211,12 @@ pub fn qbd_l2(ctx: &Ctx, lab: &mut Lab, redundancy: &str, mtu: u32) -> Result<Ta
             .arg("--cluster-key")
             .arg(ctx.key);
         let name = format!("qbd-node n{i} ({tag})");
-        nodes.push(Daemon::start(&name, cmd, Ready::Line("qbd-node: ready "), READY_TIMEOUT)?.0);
+        let ready = Ready::Line("qbd-node: ready ");
+        nodes.push(Daemon::start(&name, cmd, ready, READY_TIMEOUT)?.0);
     }
-    let mut cmd = master_ns.command(ctx.bin(&ctx.tools.master, "qbd-master")?);
+    let mut cmd = seg
+        .master
+        .command(ctx.bin(&ctx.tools.master, "qbd-master")?);
     cmd.args(["--transport", "l2", "--iface", IFACE]);
     ctx.master_args(&mut cmd, redundancy, &tag)?;
     let (master, addr) = start_master(cmd, &tag)?;
@@ -198,7 +228,7 @@ pub fn qbd_l2(ctx: &Ctx, lab: &mut Lab, redundancy: &str, mtu: u32) -> Result<Ta
             mtu: Some(mtu),
         },
         uri: format!("nbd://{addr}/{VOLUME}"),
-        ns: Some(master_ns),
+        ns: Some(seg.master),
         master: Some(master),
         nodes,
     })
