@@ -3,7 +3,8 @@
 //! `results.json` (the list schema with suite "e2e", target, redundancy,
 //! mbps), `results.md` (the figures and their ratios to the peers) and
 //! two SVG charts. As root the qbd-l2 targets run too (in namespaces the
-//! bench makes); otherwise the run says they were skipped, and under
+//! bench makes) and qbd-tcp runs over the same kind of bridge; otherwise
+//! qbd-tcp runs on 127.0.0.1 and the run says qbd-l2 was skipped, and under
 //! `QBD_REQUIRE_PRIVILEGED=1` that is a failure. Missing fio, nbdkit or
 //! qemu-nbd skips the test (fails under `QBD_REQUIRE_TOOLS=1`).
 
@@ -68,7 +69,7 @@ fn quick_e2e_run_writes_results_table_and_charts() {
             "a run without namespaces must say the L2 rows were skipped:\n{stderr}"
         );
     }
-    let seen = check_rows(&rows);
+    let seen = check_rows(&rows, l2);
     for &target in &TARGETS {
         if target == "qbd-l2" && !l2 {
             continue;
@@ -103,7 +104,8 @@ fn quick_e2e_run_writes_results_table_and_charts() {
 
 /// Every row has the e2e schema's fields with sane values; returns the
 /// cases seen (no duplicates).
-fn check_rows(rows: &[Value]) -> BTreeSet<(String, Option<String>, String, u64, u64)> {
+/// With namespaces (`l2`), qbd-tcp runs over a bridge like qbd-l2.
+fn check_rows(rows: &[Value], l2: bool) -> BTreeSet<(String, Option<String>, String, u64, u64)> {
     let mut seen = BTreeSet::new();
     for row in rows {
         assert_eq!(row["suite"], "e2e", "{row}");
@@ -112,13 +114,10 @@ fn check_rows(rows: &[Value]) -> BTreeSet<(String, Option<String>, String, u64, 
         let red = row["redundancy"].as_str().map(str::to_owned);
         assert_eq!(red.is_some(), target.starts_with("qbd-"), "{row}");
         let link = row["link"].as_str().expect("link");
-        let want_link = if target == "qbd-l2" {
-            "bridge"
-        } else {
-            "loopback"
-        };
+        let bridged = target == "qbd-l2" || (target == "qbd-tcp" && l2);
+        let want_link = if bridged { "bridge" } else { "loopback" };
         assert_eq!(link, want_link, "{row}");
-        if target == "qbd-l2" {
+        if bridged {
             assert_eq!(row["mtu"], 9000, "{row}");
         }
         for key in ["median_us", "p99_us", "iops", "mbps"] {
