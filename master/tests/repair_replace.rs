@@ -60,9 +60,11 @@ async fn replaced_backend_is_filled_and_a_half_rewritten_table_opens_new() {
     // A crash during the table rewrite: backend 1 still has the old table.
     std::fs::write(c.dir(1).join("1/.meta"), &old_meta).unwrap();
     let set = [0, 1, new_dir];
-    let v = open_volume_with(cluster_of(&set), &c.request(), OpenMode::Repair)
-        .await
-        .unwrap();
+    let v = Arc::new(
+        open_volume_with(cluster_of(&set), &c.request(), OpenMode::Repair)
+            .await
+            .unwrap(),
+    );
     assert!(
         v.meta()
             .placement

@@ -17,7 +17,7 @@ async fn interrupted_repair_resumes_from_its_checkpoint() {
     for ch in 0..chunks {
         c.flip_data(ch, (ch % 3) as usize, 1);
     }
-    let v = c.open(OpenMode::Repair, &[]).await;
+    let v = std::sync::Arc::new(c.open(OpenMode::Repair, &[]).await);
     // Three parts read per chunk: a quarter of a second each at this rate,
     // so by the 8th chunk at least one checkpoint (once a second) is saved.
     let slow = RepairOptions {

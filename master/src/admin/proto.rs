@@ -3,7 +3,7 @@
 //! ```text
 //! → {"op":"hello"}
 //! ← {"reply":"hello","volume":"vm1","uuid":"…","epoch":7}
-//! → {"op":"repair","options":{"dry_run":false,"max_rate":null,"restart":false}}
+//! → {"op":"repair","options":{"dry_run":false,"max_rate":null,"restart":false,"jobs":2}}
 //! ← {"reply":"progress","chunk":12,"done":13,"total":96,"bytes":…,"seconds":0.4}   (repeated)
 //! ← {"reply":"done","report":{…RepairReport…}}
 //! ← {"reply":"error","message":"…"}                                               (instead of done)
@@ -80,6 +80,7 @@ mod tests {
             dry_run: true,
             max_rate: Some(1000),
             restart: false,
+            jobs: 1,
         };
         assert_eq!(r, Request::Repair { options: want });
         assert!(serde_json::from_str::<Request>(r#"{"op":"format"}"#).is_err());

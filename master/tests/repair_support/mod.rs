@@ -97,9 +97,10 @@ impl Cluster {
         } else {
             OpenMode::Repair
         };
-        let v = self.open(mode, without).await;
+        let v = Arc::new(self.open(mode, without).await);
         let opts = RepairOptions {
             dry_run: dry,
+            jobs: 2,
             ..Default::default()
         };
         run_repair(&v, self.state.path(), &opts, &mut |_| {})

@@ -68,6 +68,10 @@ pub struct RepairArgs {
     #[arg(long, value_name = "OLD=NEW")]
     pub replace: Option<String>,
 
+    /// Chunks repaired at once (1 to 8) [default: the number of CPUs, at most 4].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
     /// Print the result as JSON (the RepairReport) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -131,6 +135,9 @@ impl RepairArgs {
             dry_run: self.dry_run,
             max_rate: self.max_rate,
             restart: self.restart,
+            jobs: self.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+            }),
         }
     }
 

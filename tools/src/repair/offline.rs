@@ -59,7 +59,7 @@ pub async fn repair(
         true => OpenMode::Inspect,
         false => OpenMode::Repair,
     };
-    let volume = open(backends, &req, mode, args).await?;
+    let volume = Arc::new(open(backends, &req, mode, args).await?);
     let mut report = run_repair(&volume, &args.state, &args.options(), on_progress)
         .await
         .map_err(|e| RepairError::Run(e.to_string()))?;

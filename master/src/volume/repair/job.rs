@@ -1,12 +1,17 @@
 //! A repair run: the written chunks from the front (chunk 0 upward, or
-//! from the checkpoint), one at a time, each under its exclusive range
-//! lock, paced to the rate limit, with progress reported after every chunk
-//! and the checkpoint saved about once a second.
+//! from the checkpoint), started in order, up to `jobs` at once (each under
+//! its own exclusive range lock: directory I/O runs on the task that does
+//! it, so chunks on different worker threads are checked in parallel),
+//! paced to the rate limit, with progress reported after every chunk and
+//! the checkpoint saved about once a second.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 
 use super::super::{Volume, VolumeError};
 use super::checkpoint::Checkpoint;
@@ -14,7 +19,7 @@ use super::pace::Pace;
 use super::report::{ChunkOutcome, Problem, RepairReport};
 
 /// How to run a repair.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepairOptions {
     /// Report what would be rebuilt; write nothing (no checkpoint either).
     #[serde(default)]
@@ -25,7 +30,17 @@ pub struct RepairOptions {
     /// Start from chunk 0 even if a checkpoint says otherwise.
     #[serde(default)]
     pub restart: bool,
+    /// Chunks repaired at once (1..=8).
+    #[serde(default = "one")]
+    pub jobs: usize,
 }
+
+fn one() -> usize {
+    1
+}
+
+/// The most chunks repaired at once.
+pub const MAX_JOBS: usize = 8;
 
 /// Where a run is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,11 +57,26 @@ pub struct Progress {
     pub seconds: f64,
 }
 
+impl Default for RepairOptions {
+    fn default() -> Self {
+        RepairOptions {
+            dry_run: false,
+            max_rate: None,
+            restart: false,
+            jobs: 1,
+        }
+    }
+}
+
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Repairs `volume` (see [`super`]); `state` holds the checkpoint.
+///
+/// Up to `opts.jobs` chunks are repaired at once (each under its own
+/// lock), started in ascending order; the checkpoint names the lowest
+/// chunk not yet finished.
 pub async fn run_repair(
-    volume: &Volume,
+    volume: &Arc<Volume>,
     state: &Path,
     opts: &RepairOptions,
     on_progress: &mut (dyn FnMut(&Progress) + Send),
@@ -70,10 +100,31 @@ pub async fn run_repair(
     volume.revalidate_files().await;
     let chunks = volume.repair_chunks(report.first_chunk);
     report.chunks_total = chunks.len() as u64;
+    let mut todo = chunks.into_iter().peekable();
+    let mut running: JoinSet<(u64, ChunkOutcome)> = JoinSet::new();
+    let mut in_flight: BTreeSet<u64> = BTreeSet::new();
     let mut pace = Pace::new(opts.max_rate, started);
     let mut saved = started;
-    for c in chunks {
-        let outcome = volume.repair_chunk(c, opts.dry_run).await;
+    let jobs = opts.jobs.clamp(1, MAX_JOBS);
+    loop {
+        while running.len() < jobs && pace.delay(Instant::now()).is_zero() {
+            let Some(c) = todo.next() else { break };
+            let (v, dry) = (Arc::clone(volume), opts.dry_run);
+            in_flight.insert(c);
+            running.spawn(async move { (c, v.repair_chunk(c, dry).await) });
+        }
+        if running.is_empty() {
+            if todo.peek().is_none() {
+                break;
+            }
+            tokio::time::sleep(pace.delay(Instant::now())).await;
+            continue;
+        }
+        let Some(joined) = running.join_next().await else {
+            continue;
+        };
+        let (c, outcome) = joined.map_err(|e| VolumeError::NoCopy(format!("repair task: {e}")))?;
+        in_flight.remove(&c);
         pace.account(outcome.bytes_read + outcome.bytes_written);
         report.add(outcome);
         on_progress(&Progress {
@@ -84,17 +135,19 @@ pub async fn run_repair(
             seconds: started.elapsed().as_secs_f64(),
         });
         if !opts.dry_run && saved.elapsed() >= CHECKPOINT_EVERY {
-            checkpoint(&report, uuid, c + 1).save(state)?;
+            let next = in_flight
+                .first()
+                .copied()
+                .or_else(|| todo.peek().copied())
+                .unwrap_or(c + 1);
+            checkpoint(&report, uuid, next).save(state)?;
             saved = Instant::now();
-        }
-        let wait = pace.delay(Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
         }
     }
     if !opts.dry_run {
         Checkpoint::remove(state, uuid)?;
     }
+    report.findings.sort_by_key(|f| (f.chunk, f.part));
     report.unreachable = volume.unreachable();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
