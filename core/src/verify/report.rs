@@ -254,7 +254,7 @@ impl Problem {
 }
 
 /// The whole verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// Schema version of this structure (`docs/verify.md`).
     pub schema: u32,
@@ -272,6 +272,10 @@ pub struct Report {
     pub chunks: ChunkCounts,
     /// (deep) Blocks whose record (and data) were checked.
     pub blocks_checked: u64,
+    /// (deep) Bytes of part data the checked blocks cover.
+    pub bytes_checked: u64,
+    /// Wall time of the run, seconds (set by the caller; 0 if unknown).
+    pub elapsed_s: f64,
     /// Every backend of the run.
     pub backends: Vec<BackendStatus>,
     /// Every problem, in a stable order (backend-level first, then by
@@ -369,6 +373,8 @@ impl Report {
             state: Report::state_of(&problems, &counts),
             chunks: counts,
             blocks_checked,
+            bytes_checked: blocks_checked * u64::from(fast.shape.layout.block_size),
+            elapsed_s: 0.0,
             backends,
             problems,
         }

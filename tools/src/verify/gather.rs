@@ -21,6 +21,13 @@ struct Holder {
 
 /// Runs the whole verify and returns its report.
 pub async fn verify(args: &VerifyArgs) -> Result<Report, VerifyError> {
+    let start = std::time::Instant::now();
+    let mut report = run(args).await?;
+    report.elapsed_s = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn run(args: &VerifyArgs) -> Result<Report, VerifyError> {
     let name = &args.backends.volume;
     let conn = connect_all(&args.backends, &tool_name("verify")).await?;
     if conn.backends.is_empty() {

@@ -9,6 +9,8 @@ use qbd_core::redundancy::part_name;
 use qbd_core::verify::report::BackendStatus;
 use qbd_core::verify::{Problem, Report, State};
 
+use super::progress::human;
+
 /// Problem lines shown before "... and N more".
 pub const MAX_LINES: usize = 100;
 
@@ -18,16 +20,19 @@ pub fn text(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "  volume: {} ({})", r.volume, r.uuid);
     let _ = writeln!(s, "   state: {}", state_name(r.state));
-    let _ = writeln!(
-        s,
-        "   check: {} ({})",
-        if r.deep { "deep" } else { "fast" },
-        if r.deep {
-            format!("{} block records and checksums", r.blocks_checked)
-        } else {
-            "part file names and sizes".into()
-        }
-    );
+    let what = if r.deep {
+        let rate = r.bytes_checked as f64 / r.elapsed_s.max(1e-6);
+        format!(
+            "deep ({} block records and checksums, {} in {:.2} s, {}/s)",
+            r.blocks_checked,
+            human(r.bytes_checked as f64),
+            r.elapsed_s,
+            human(rate)
+        )
+    } else {
+        format!("fast (part file names and sizes, {:.2} s)", r.elapsed_s)
+    };
+    let _ = writeln!(s, "   check: {what}");
     let c = &r.chunks;
     let _ = writeln!(
         s,
