@@ -163,7 +163,8 @@ fn bar_panel(area: &Area<'_>, p: &BarPanel) -> Result<(), String> {
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(150)
-        .build_cartesian_2d(0f64..top, (0..n).into_segmented())
+        // Integer ranges include their end: 0..n-1 holds the n bars.
+        .build_cartesian_2d(0f64..top, (0..n - 1).into_segmented())
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -178,13 +179,15 @@ fn bar_panel(area: &Area<'_>, p: &BarPanel) -> Result<(), String> {
     for (i, (_, v, range)) in p.bars.iter().enumerate() {
         // Top to bottom: bar i sits in segment n - 1 - i.
         let seg = n - 1 - i;
+        let upper = if seg + 1 < n {
+            SegmentValue::Exact(seg + 1)
+        } else {
+            SegmentValue::Last
+        };
         let color = Palette99::pick(i).mix(0.85);
         let v = if v.is_finite() { *v } else { 0.0 };
         let mut bar = Rectangle::new(
-            [
-                (0.0, SegmentValue::Exact(seg)),
-                (v, SegmentValue::Exact(seg + 1)),
-            ],
+            [(0.0, SegmentValue::Exact(seg)), (v, upper)],
             color.filled(),
         );
         bar.set_margin(4, 4, 0, 0);
@@ -236,7 +239,11 @@ mod tests {
                 ("b".into(), f64::NAN, [f64::NAN; 2]),
             ],
         };
-        bars(&b, "t", &[bp]).expect("bars");
+        let one = BarPanel {
+            title: "one bar".into(),
+            bars: vec![("a".into(), 5.0, [5.0, 5.0])],
+        };
+        bars(&b, "t", &[bp, one]).expect("bars");
         for f in [lines, b] {
             let text = std::fs::read_to_string(&f).expect("read");
             assert!(
