@@ -1,13 +1,15 @@
 //! `results.md`: the run's header, its figures and their ratios as
 //! Markdown tables (medians over rounds, the rounds' range in brackets).
 //!
-//! Ratios are of medians. For `e2e`, each target's IOPS against each
+//! Ratios are of medians, with the range of the per-round ratios (rounds
+//! paired by index). For `e2e`, each target's IOPS against each
 //! peer's (QBD/nbdkit, QBD/qemu-nbd: above 1 is faster than the peer) and
 //! each `qbd-l2` volume against the `qbd-tcp` one of the same redundancy
 //! (IOPS, and median latency: below 1 is quicker). For `transport`, the
 //! ratio table the suite already computes (each L2 target against TCP).
 
-use crate::report::{Ratio, Row};
+use crate::report::{Ratio, RoundResult, Row};
+use crate::stats;
 
 /// The `transport` suite's Markdown.
 pub fn transport(header: &str, rows: &[Row], ratios: &[Ratio]) -> String {
@@ -58,7 +60,7 @@ pub fn e2e(header: &str, rows: &[Row]) -> String {
     );
     for r in rows {
         let peer = |name: &str| {
-            find(rows, r, name, None).map_or_else(|| "–".to_owned(), |p| ratio(r.iops, p.iops))
+            find(rows, r, name, None).map_or_else(|| "–".to_owned(), |p| ratio(r, p, iops))
         };
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -89,8 +91,8 @@ pub fn e2e(header: &str, rows: &[Row]) -> String {
                 "| {} | {} | {} | {} |\n",
                 workload(a),
                 a.redundancy.as_deref().unwrap_or("–"),
-                ratio(a.iops, b.iops),
-                ratio(a.median_us, b.median_us)
+                ratio(a, b, iops),
+                ratio(a, b, median)
             ));
         }
     }
@@ -140,10 +142,76 @@ fn cell(m: f64, r: [f64; 2], prec: usize) -> String {
     }
 }
 
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 && a.is_finite() && b.is_finite() {
-        format!("{:.2}", a / b)
-    } else {
-        "–".into()
+fn iops(r: &RoundResult) -> f64 {
+    r.iops
+}
+
+fn median(r: &RoundResult) -> f64 {
+    r.median_us
+}
+
+/// `f` of `a` over `f` of `b`: the ratio of their medians over rounds,
+/// and in brackets the range of the per-round ratios (rounds paired by
+/// index: within a round both ran the same workload back to back).
+fn ratio(a: &Row, b: &Row, f: fn(&RoundResult) -> f64) -> String {
+    let med = |r: &Row| stats::median(&r.per_round.iter().map(f).collect::<Vec<_>>());
+    let (Some(x), Some(y)) = (med(a), med(b)) else {
+        return "–".into();
+    };
+    if !(y > 0.0 && x.is_finite() && y.is_finite()) {
+        return "–".into();
+    }
+    let paired: Vec<f64> = a
+        .per_round
+        .iter()
+        .zip(&b.per_round)
+        .map(|(p, q)| f(p) / f(q))
+        .collect();
+    match stats::range(&paired) {
+        Some((lo, hi)) if paired.len() > 1 => format!("{:.2} ({lo:.2}–{hi:.2})", x / y),
+        _ => format!("{:.2}", x / y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Net, PERCENTILES};
+
+    fn row(target: &'static str, iops: &[f64]) -> Row {
+        let rounds: Vec<RoundResult> = iops
+            .iter()
+            .map(|&iops| RoundResult {
+                median_us: 1e6 / iops,
+                p99_us: 2e6 / iops,
+                iops,
+                samples: 1,
+                lat_us: [1.0; PERCENTILES.len()],
+            })
+            .collect();
+        let net = Net {
+            link: "loopback",
+            mtu: None,
+        };
+        let mut r = Row::from_rounds(target, net, "randread", 4096, 1, &rounds);
+        r.suite = "e2e";
+        r
+    }
+
+    #[test]
+    fn ratios_are_of_medians_with_paired_round_ranges() {
+        let a = row("qbd-tcp", &[100.0, 300.0, 200.0]);
+        let b = row("nbdkit", &[100.0, 100.0, 400.0]);
+        // Medians 200 / 100; per round 1.0, 3.0, 0.5.
+        assert_eq!(ratio(&a, &b, iops), "2.00 (0.50–3.00)");
+        let single = row("qbd-tcp", &[50.0]);
+        let peer = row("nbdkit", &[100.0]);
+        assert_eq!(ratio(&single, &peer, iops), "0.50");
+        let md = e2e("# qbd-bench e2e: t\nline", &[a, b]);
+        assert!(
+            md.contains("| randread 4k qd1 | qbd-tcp | – | 200 (100–300) |"),
+            "{md}"
+        );
+        assert!(md.contains("| 2.00 (0.50–3.00) | – |"), "{md}");
     }
 }

@@ -81,6 +81,10 @@ pub struct Row {
     /// The latency distribution: `[percentile, µs]` pairs, each the median
     /// over rounds of that percentile.
     pub lat_percentiles_us: Vec<[f64; 2]>,
+    /// The rounds behind the row, in round order (for paired ratios; not
+    /// in the JSON).
+    #[serde(skip)]
+    pub per_round: Vec<RoundResult>,
 }
 
 impl Row {
@@ -131,6 +135,7 @@ impl Row {
             mbps,
             mbps_range,
             lat_percentiles_us,
+            per_round: rounds.to_vec(),
         }
     }
 }
