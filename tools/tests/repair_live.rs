@@ -113,3 +113,8 @@ fn ec4_2_over_dirs_while_fio_writes() {
 fn replicate3_over_nodes_while_fio_writes() {
     live(Kind::Nodes, "replicate:3", 3);
 }
+
+#[test]
+fn ec4_2_over_nodes_while_fio_writes() {
+    live(Kind::Nodes, "ec:4+2", 6);
+}
