@@ -130,7 +130,7 @@ pub async fn open_volume_with(
         state_dir,
         meta.uuid,
         geo.chunk_count(),
-        meta.epoch - 1,
+        meta.epoch.saturating_sub(1),
         meta.epoch,
     )?;
     let (journal, outstanding) = open_journal(state_dir, &meta, &geo)?;
@@ -172,7 +172,13 @@ fn open_journal(
         m,
         block_size: geo.block_size,
     };
-    let (j, out) = Journal::open(state, meta.uuid, meta.epoch - 1, meta.epoch, shape)?;
+    let (j, out) = Journal::open(
+        state,
+        meta.uuid,
+        meta.epoch.saturating_sub(1),
+        meta.epoch,
+        shape,
+    )?;
     Ok((Some(j), out))
 }
 
