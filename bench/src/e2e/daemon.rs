@@ -38,6 +38,8 @@ pub struct Daemon {
     name: String,
     child: Option<Child>,
     stderr: Arc<Mutex<String>>,
+    /// Signalled when its stderr reaches EOF.
+    stderr_done: Option<mpsc::Receiver<()>>,
 }
 
 impl Daemon {
@@ -57,6 +59,7 @@ impl Daemon {
             .spawn()
             .map_err(|e| format!("{name}: cannot start {:?}: {e}", cmd.get_program()))?;
         let stderr = Arc::new(Mutex::new(String::new()));
+        let (done_tx, stderr_done) = mpsc::channel();
         if let Some(mut pipe) = child.stderr.take() {
             let sink = Arc::clone(&stderr);
             std::thread::spawn(move || {
@@ -66,6 +69,7 @@ impl Daemon {
                         s.push_str(&String::from_utf8_lossy(&buf[..n]));
                     }
                 }
+                let _ = done_tx.send(());
             });
         }
         let lines = stdout_lines(&mut child);
@@ -73,6 +77,7 @@ impl Daemon {
             name: name.to_owned(),
             child: Some(child),
             stderr,
+            stderr_done: Some(stderr_done),
         };
         let line = match ready {
             Ready::Line(prefix) => daemon.wait_line(&lines, prefix, timeout),
@@ -154,7 +159,13 @@ impl Daemon {
         while Instant::now() < deadline {
             match child.try_wait() {
                 Ok(None) => std::thread::sleep(POLL),
-                _ => return,
+                _ => {
+                    // Its last words (a stats line) are read before returning.
+                    if let Some(done) = self.stderr_done.take() {
+                        let _ = done.recv_timeout(Duration::from_secs(2));
+                    }
+                    return;
+                }
             }
         }
         let _ = child.kill();

@@ -98,9 +98,12 @@ pub fn main(args: &E2eArgs) -> Result<(), String> {
         (time, s.rounds, s.size),
         (&json_dir, failed),
     )?;
-    targets.into_iter().for_each(Target::stop);
+    let stats: Vec<String> = targets.into_iter().filter_map(Target::stop).collect();
     drop(lab);
     let mut header = format!("{header}load after: {}\n", crate::plan::load_average());
+    stats
+        .iter()
+        .for_each(|l| header.push_str(&format!("{l}\n")));
     for (label, why) in &out.failures {
         header.push_str(&format!(
             "FAILED: {label} (no rows): {}\n",

@@ -71,11 +71,20 @@ impl Target {
     }
 
     /// Stops the master (or peer), then the nodes.
-    pub fn stop(mut self) {
+    /// Returns the master's last `qbd-master: l2 stats ...` line, if any.
+    pub fn stop(mut self) -> Option<String> {
+        let mut stats = None;
         if let Some(mut m) = self.master.take() {
             m.stop();
+            let text = m.stderr_text();
+            let line = text
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("qbd-master: l2 stats "));
+            stats = line.map(|l| format!("{}: {l}", self.label()));
         }
         self.nodes.iter_mut().for_each(Daemon::stop);
+        stats
     }
 
     /// `qbd-tcp replicate:3`, `nbdkit`, ...
