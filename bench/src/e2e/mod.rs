@@ -196,20 +196,28 @@ fn header(
         names.join(", ")
     );
     let lo = crate::plan::loopback_mtu().map_or_else(|| "?".into(), |m| m.to_string());
-    let tcp = if tcp_bridge {
-        "qbd-tcp nodes and master in network namespaces on a bridge (IPv4 on the links), as \
-         qbd-l2's"
-    } else {
-        "qbd-tcp nodes and master on 127.0.0.1"
-    };
-    h.push_str(&format!(
-        "targets: {} MiB each, data on tmpfs (/dev/shm), written in full first; {tcp}; \
-         qbd-l2 nodes and master in network namespaces on a bridge, QBD-L2 with no IP; \
-         bridge ports: veth, MTU {}; the peers on 127.0.0.1 (lo MTU {lo}); fio talks NBD to \
-         127.0.0.1 (in the master's namespace for QBD on a bridge)\n",
-        s.size >> 20,
-        args.mtu
-    ));
+    let bridge = format!("in network namespaces on a bridge (veth, MTU {})", args.mtu);
+    let mut parts = vec![format!(
+        "{} MiB each, data on tmpfs (/dev/shm), written in full first",
+        s.size >> 20
+    )];
+    if s.kinds.contains(&Kind::QbdTcp) {
+        parts.push(if tcp_bridge {
+            format!("qbd-tcp nodes and master {bridge}, IPv4 on the links")
+        } else {
+            format!("qbd-tcp nodes and master on 127.0.0.1 (lo MTU {lo})")
+        });
+    }
+    if s.kinds.contains(&Kind::QbdL2) {
+        parts.push(format!(
+            "qbd-l2 nodes and master {bridge}, no IP on the links"
+        ));
+    }
+    if s.kinds.iter().any(|k| !k.is_qbd()) {
+        parts.push(format!("peers on 127.0.0.1 (lo MTU {lo})"));
+    }
+    parts.push("fio talks NBD to 127.0.0.1 (in the master's namespace when bridged)".into());
+    h.push_str(&format!("targets: {}\n", parts.join("; ")));
     let targets: usize = s
         .kinds
         .iter()
