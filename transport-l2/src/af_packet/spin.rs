@@ -7,8 +7,9 @@
 //! core from one that has work (the e2e benchmark runs a master and three
 //! to six nodes, each with a polling thread, on 2 cores). So the window
 //! grows (doubling, from [`GROW_FROM`]) when the thread blocked and work
-//! came within the ceiling — a longer spin would have caught it without a
-//! wake-up — and halves when it came later or not at all. A thread that
+//! came soon ([`BUSY_GAP`]: the thread is serving traffic, and spinning
+//! saves it the wake-up), and halves when work came later or not at all
+//! (the thread is idle). A thread that
 //! keeps catching work while spinning never blocks and keeps its window; an
 //! idle node's poller stops spinning after a few blocks.
 
@@ -16,6 +17,14 @@ use std::time::Duration;
 
 /// The window a shrunken spin restarts from when it grows again.
 const GROW_FROM: Duration = Duration::from_micros(4);
+
+/// Work that wakes a blocked thread within this is traffic (grow); later,
+/// the thread was idle (shrink). Not the spin ceiling: the measured sleep
+/// includes the wake-up itself, 30–70 µs on an idle VM, so a request that
+/// came 10 µs after the block looks like a 60 µs sleep (a threshold at the
+/// 50 µs ceiling shrank every QD1 poller to 0 and made QD1 reads 3–6×
+/// slower: 22 → 90 µs through the transport).
+const BUSY_GAP: Duration = Duration::from_millis(1);
 
 /// The spin window of one polling thread.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +51,7 @@ impl AdaptiveSpin {
 
     /// The thread blocked and was woken by work after `slept`.
     pub(crate) fn woke_after(&mut self, slept: Duration) {
-        if slept <= self.max {
+        if slept <= BUSY_GAP {
             self.grow();
         } else {
             self.shrink();
@@ -84,10 +93,12 @@ mod tests {
             s.timed_out();
         }
         assert_eq!(s.window(), Duration::ZERO);
-        s.woke_after(Duration::from_micros(20));
+        // A wake-up 70 µs after the block is still traffic (the sleep
+        // includes the wake-up's own latency).
+        s.woke_after(Duration::from_micros(70));
         assert_eq!(s.window(), GROW_FROM);
         for _ in 0..8 {
-            s.woke_after(Duration::from_micros(20));
+            s.woke_after(Duration::from_micros(70));
         }
         assert_eq!(s.window(), MAX, "capped at the ceiling");
         s.woke_after(Duration::from_millis(3));
