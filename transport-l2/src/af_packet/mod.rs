@@ -28,4 +28,6 @@ mod sys;
 
 pub use batch::FrameBatch;
 pub use poller::{Handler, Poller, PollerConfig, PollerSender, PollerStats, Stopped};
-pub use socket::{DEFAULT_ETHERTYPE, ETH_HLEN, MAX_BATCH, PacketSocket, SocketConfig, SocketStats};
+pub use socket::{
+    DEFAULT_ETHERTYPE, ETH_HLEN, MAX_BATCH, PacketSocket, SESSION_BATCH, SocketConfig, SocketStats,
+};

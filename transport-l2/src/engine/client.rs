@@ -191,6 +191,7 @@ impl Client {
                 let h = self.header(FrameType::Request);
                 let n = encode_data(h, &frags, &self.send, buf);
                 self.stats.bundles_sent += u64::from(frags.len() > 1);
+                self.stats.fragments_sent += frags.len() as u64;
                 self.scratch = frags;
                 n?
             }

@@ -106,6 +106,8 @@ pub struct Stats {
     pub frames_sent: u64,
     /// Of those, bundles: frames carrying several fragments (§2).
     pub bundles_sent: u64,
+    /// Fragments those frames carried (first sends and resends).
+    pub fragments_sent: u64,
     /// Frames handed to `handle_frame` that were accepted for this session.
     pub frames_received: u64,
     /// Frames that do not decode or carry inconsistent fragment fields.
@@ -132,6 +134,7 @@ impl Stats {
     pub fn absorb(&mut self, other: &Stats) {
         self.frames_sent += other.frames_sent;
         self.bundles_sent += other.bundles_sent;
+        self.fragments_sent += other.fragments_sent;
         self.frames_received += other.frames_received;
         self.malformed += other.malformed;
         self.foreign += other.foreign;

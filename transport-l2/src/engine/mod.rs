@@ -118,8 +118,10 @@ fn duplicates_reported(flags: u16) -> u32 {
     u32::from(flags >> 8)
 }
 
-/// Most segments in one bundle.
-const MAX_SEGMENTS: usize = 64;
+/// Most segments in one bundle. Small on purpose: a whole window in one
+/// frame makes the node answer all of it before the master sees any answer
+/// (the two sides then work in turn; see `af_packet::SESSION_BATCH`).
+const MAX_SEGMENTS: usize = 8;
 
 /// The fragments of one data frame, into `out`: `first`, then, if
 /// `cfg.bundle`, as many more as fit beside it as segments of a bundle.

@@ -206,6 +206,7 @@ impl Server {
                 let h = self.header(FrameType::Response);
                 let n = encode_data(h, &frags, &self.send, buf);
                 self.stats.bundles_sent += u64::from(frags.len() > 1);
+                self.stats.fragments_sent += frags.len() as u64;
                 self.scratch = frags;
                 n?
             }

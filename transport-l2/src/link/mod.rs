@@ -35,7 +35,9 @@ use uuid::Uuid;
 use self::handler::{Cmd, LinkHandler, Shared, lock};
 use self::peer::Peer;
 pub use self::transport::L2Transport;
-use crate::af_packet::{PacketSocket, Poller, PollerConfig, PollerSender, PollerStats};
+use crate::af_packet::{
+    PacketSocket, Poller, PollerConfig, PollerSender, PollerStats, SocketConfig,
+};
 use crate::engine::{Config, Mac, Stats};
 use crate::epoch::{fresh_epoch, random_u64};
 use crate::probe::{BASE_MTU, Probe};
@@ -133,7 +135,8 @@ const QUERY_EVERY: Duration = Duration::from_millis(250);
 impl L2Link {
     /// Opens the socket on `opts.iface` and starts the polling thread.
     pub fn open(opts: LinkOptions) -> io::Result<Arc<L2Link>> {
-        let socket = PacketSocket::open(&opts.iface, opts.engine.ethertype)?;
+        let socket =
+            PacketSocket::open_with(&opts.iface, opts.engine.ethertype, &SocketConfig::session())?;
         let mac = Mac(socket.mac());
         let mtu = opts.max_mtu.map_or(socket.mtu(), |m| m.min(socket.mtu()));
         let shared = Arc::new(Shared::default());

@@ -40,7 +40,7 @@ use qbd_core::proto::session::NodeHello;
 use qbd_core::proto::{ClusterKey, ProtoError};
 
 use self::handler::ServeHandler;
-use crate::af_packet::{PacketSocket, Poller, PollerConfig, PollerStats};
+use crate::af_packet::{PacketSocket, Poller, PollerConfig, PollerStats, SocketConfig};
 use crate::engine::{Config, Mac, Stats};
 use crate::epoch::fresh_epoch;
 
@@ -138,7 +138,8 @@ impl L2Server {
         service: Arc<dyn Service>,
         runtime: tokio::runtime::Handle,
     ) -> io::Result<L2Server> {
-        let socket = PacketSocket::open(&opts.iface, opts.engine.ethertype)?;
+        let socket =
+            PacketSocket::open_with(&opts.iface, opts.engine.ethertype, &SocketConfig::session())?;
         let mac = Mac(socket.mac());
         let mtu = socket.mtu();
         let epoch = fresh_epoch();
