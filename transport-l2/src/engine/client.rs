@@ -18,12 +18,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use super::recv::{Insert, Reassembly};
-use super::send::{FragOut, SendQueue};
+use super::send::SendQueue;
 use super::timer::{Timer, TimerTable};
 use super::wire::{FLAG_BUNDLE, FragAck, Frame, FrameType, Header, Mac, extend_seq, segments};
 use super::{
-    Config, DUPLICATES_MAX, SendError, Stats, duplicates_reported, encode_data, encode_outgoing,
-    gather, report_duplicates,
+    Config, DUPLICATES_MAX, SendError, Stats, data_frame, duplicates_reported, encode_outgoing,
+    report_duplicates,
 };
 
 /// Identifies a message sent by a [`Client`] (never reused by one engine).
@@ -86,8 +86,6 @@ pub struct Client {
     ack_now: bool,
     events: VecDeque<ClientEvent>,
     stats: Stats,
-    /// The fragments of the frame being built (kept to reuse its memory).
-    scratch: Vec<FragOut>,
     /// Data frames received twice, not yet reported to the peer.
     dups_unreported: u32,
 }
@@ -109,7 +107,6 @@ impl Client {
             ack_now: false,
             events: VecDeque::new(),
             stats: Stats::default(),
-            scratch: Vec::new(),
             dups_unreported: 0,
         }
     }
@@ -186,14 +183,9 @@ impl Client {
         let may_start = |seq| seq < limit && seq < edge;
         let n = match self.send.next_fragment(now, may_start) {
             Some(first) => {
-                let mut frags = std::mem::take(&mut self.scratch);
-                gather(&mut self.send, now, first, may_start, &self.cfg, &mut frags);
                 let h = self.header(FrameType::Request);
-                let n = encode_data(h, &frags, &self.send, buf);
-                self.stats.bundles_sent += u64::from(frags.len() > 1);
-                self.stats.fragments_sent += frags.len() as u64;
-                self.scratch = frags;
-                n?
+                let (send, stats) = (&mut self.send, &mut self.stats);
+                data_frame(send, now, first, may_start, &self.cfg, h, buf, stats)?
             }
             None if self.ack_now => {
                 let h = self.header(FrameType::Ack);

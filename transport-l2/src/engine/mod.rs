@@ -148,6 +148,29 @@ fn gather(
     }
 }
 
+/// The data frame that starts with `first` under header `h`: the fragments
+/// that fit beside it gathered, encoded, and counted in `stats`. Shared by
+/// both engines' `poll_transmit`.
+#[allow(clippy::too_many_arguments)]
+fn data_frame(
+    send: &mut send::SendQueue,
+    now: std::time::Instant,
+    first: send::FragOut,
+    may_start: impl Fn(u64) -> bool,
+    cfg: &Config,
+    h: wire::Header,
+    buf: &mut [u8],
+    stats: &mut Stats,
+) -> Option<usize> {
+    let mut frags = send.take_scratch();
+    gather(send, now, first, may_start, cfg, &mut frags);
+    let n = encode_data(h, &frags, send, buf);
+    stats.bundles_sent += u64::from(frags.len() > 1);
+    stats.fragments_sent += frags.len() as u64;
+    send.put_scratch(frags);
+    n
+}
+
 /// Encodes a data frame carrying `frags` under header `h`: a plain frame
 /// for one fragment, a bundle for several.
 fn encode_data(

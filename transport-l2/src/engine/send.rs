@@ -88,6 +88,8 @@ pub(crate) struct SendQueue {
     /// Every RTO deadline set, earliest first; entries whose message has
     /// another deadline now (or none) are dropped when they reach the top.
     rto_heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The fragments of the frame being built (kept to reuse its memory).
+    scratch: Vec<FragOut>,
 }
 
 /// Fragment count and size for a message of `len` bytes.
@@ -119,6 +121,7 @@ impl SendQueue {
             unstarted: BTreeSet::new(),
             acked_below: 0,
             rto_heap: BinaryHeap::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -217,6 +220,16 @@ impl SendQueue {
             msg_len: m.data.len() as u32,
             range: start..end,
         })
+    }
+
+    /// The frame-building buffer, to fill while the queue is borrowed.
+    pub(crate) fn take_scratch(&mut self) -> Vec<FragOut> {
+        std::mem::take(&mut self.scratch)
+    }
+
+    /// Gives the frame-building buffer back.
+    pub(crate) fn put_scratch(&mut self, frags: Vec<FragOut>) {
+        self.scratch = frags;
     }
 
     /// The bytes of message `seq` (for a [`FragOut`] just returned).
