@@ -94,19 +94,24 @@ impl OpenVolume {
     }
 }
 
+/// `root` exists and is a directory.
+fn require_dir(root: &std::path::Path) -> Result<(), CoreError> {
+    let md = fs::metadata(root).map_err(|e| CoreError::io("open backend directory", root, e))?;
+    if !md.is_dir() {
+        return Err(CoreError::InvalidSetting(format!(
+            "{} is not a directory",
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
 impl DirBackend {
     /// Opens (and on first use initialises) the backend at `root`. The
     /// directory must exist.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, CoreError> {
         let root = root.into();
-        let md =
-            fs::metadata(&root).map_err(|e| CoreError::io("open backend directory", &root, e))?;
-        if !md.is_dir() {
-            return Err(CoreError::InvalidSetting(format!(
-                "{} is not a directory",
-                root.display()
-            )));
-        }
+        require_dir(&root)?;
         let id = backend_id::load_or_create(&root)?;
         Ok(DirBackend {
             root,
@@ -120,14 +125,7 @@ impl DirBackend {
     /// error, never initialised.
     pub fn open_existing(root: impl Into<PathBuf>) -> Result<Self, CoreError> {
         let root = root.into();
-        let md =
-            fs::metadata(&root).map_err(|e| CoreError::io("open backend directory", &root, e))?;
-        if !md.is_dir() {
-            return Err(CoreError::InvalidSetting(format!(
-                "{} is not a directory",
-                root.display()
-            )));
-        }
+        require_dir(&root)?;
         let path = root.join(backend_id::FILE);
         let bytes = read_optional(&path)?.ok_or_else(|| {
             CoreError::InvalidSetting(format!(
