@@ -159,17 +159,7 @@ impl Volume {
                 chunk,
                 part: p as u8,
             };
-            let rows: Vec<Range<usize>> = runs(bad.len(), |i| bad[i].then_some(()))
-                .into_iter()
-                .map(|(rg, ())| rg)
-                .collect();
-            for rg in rows {
-                if p < k {
-                    self.ec_write_data(slot, part, &r.data[p].1, rg).await?;
-                } else {
-                    self.ec_write_parity(slot, part, r, rg).await?;
-                }
-            }
+            self.ec_put_rows(slot, part, r, &bad).await?;
             self.backends[slot].sync(Some(vec![part])).await?;
             out.bytes_written += count * self.bs();
         }
@@ -215,17 +205,7 @@ impl Volume {
                 .map(|(g, lost)| !lost && g.iter().any(|g| *g != Generation::NONE))
                 .collect()
         };
-        let rows: Vec<Range<usize>> = runs(written.len(), |i| written[i].then_some(()))
-            .into_iter()
-            .map(|(rg, ())| rg)
-            .collect();
-        for rg in rows {
-            if p < k {
-                self.ec_write_data(slot, part, &r.data[p].1, rg).await?;
-            } else {
-                self.ec_write_parity(slot, part, r, rg).await?;
-            }
-        }
+        self.ec_put_rows(slot, part, r, &written).await?;
         for (i, _) in r.lost.iter().enumerate().filter(|(_, l)| **l) {
             self.backends[slot]
                 .write_raw(part, i as u32, None, Some(LOST_RECORD))
@@ -241,6 +221,27 @@ impl Volume {
 
     /// Restored data blocks `rows` of a data part, at their generations
     /// (never-written rows of a whole rebuild are skipped by the caller).
+    /// Writes the rows of part `part` (index `part.part`) that `mask`
+    /// selects, from `r`: data blocks as restored, parity re-encoded.
+    async fn ec_put_rows(
+        &self,
+        slot: usize,
+        part: PartId,
+        r: &Restored,
+        mask: &[bool],
+    ) -> Result<(), VolumeError> {
+        let p = usize::from(part.part);
+        let k = self.geo.redundancy.data_parts();
+        for (rg, ()) in runs(mask.len(), |i| mask[i].then_some(())) {
+            if p < k {
+                self.ec_write_data(slot, part, &r.data[p].1, rg).await?;
+            } else {
+                self.ec_write_parity(slot, part, r, rg).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn ec_write_data(
         &self,
         slot: usize,
