@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use super::fio::{WORKLOADS, Workload};
+
 /// A system `qbd-bench e2e` measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Kind {
@@ -86,6 +88,12 @@ pub struct E2eArgs {
     #[arg(long)]
     pub rounds: Option<u32>,
 
+    /// fio workloads to run, by name (`randread-4k-qd1`, `randread-4k-qd32`,
+    /// `randwrite-4k-qd1`, `randwrite-4k-qd32`, `read-1m-qd8`,
+    /// `write-1m-qd8`) [default: all six].
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub workloads: Vec<String>,
+
     /// The MTU of the L2 links (veth to the bridge).
     #[arg(long, default_value_t = 9000,
           value_parser = clap::value_parser!(u32).range(1280..=65535))]
@@ -118,6 +126,8 @@ pub struct Settings {
     pub ramp: Duration,
     /// Rounds.
     pub rounds: u32,
+    /// The fio workloads, in the order of [`WORKLOADS`].
+    pub workloads: Vec<Workload>,
 }
 
 impl E2eArgs {
@@ -167,8 +177,28 @@ impl E2eArgs {
             runtime,
             ramp: secs(self.ramp, ramp, "ramp")?,
             rounds,
+            workloads: workloads(&self.workloads)?,
         })
     }
+}
+
+/// The workloads `names` selects (all when empty), in the order of
+/// [`WORKLOADS`]; an unknown name is an error that lists the known ones.
+pub fn workloads(names: &[String]) -> Result<Vec<Workload>, String> {
+    if let Some(bad) = names
+        .iter()
+        .find(|n| !WORKLOADS.iter().any(|w| w.name() == **n))
+    {
+        let known: Vec<String> = WORKLOADS.iter().map(Workload::name).collect();
+        return Err(format!(
+            "--workloads {bad}: unknown; known: {}",
+            known.join(", ")
+        ));
+    }
+    Ok(WORKLOADS
+        .into_iter()
+        .filter(|w| names.is_empty() || names.contains(&w.name()))
+        .collect())
 }
 
 /// The parts (so the nodes) a redundancy needs: `replicate:N` → N,
@@ -222,6 +252,14 @@ mod tests {
         for bad in ["replicate:0", "ec:4", "ec:0+2", "raid5", "replicate:x"] {
             assert!(parts(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn workloads_are_selected_by_name() {
+        assert_eq!(workloads(&[]), Ok(WORKLOADS.to_vec()));
+        let names = ["randread-4k-qd32".to_owned(), "randread-4k-qd1".to_owned()];
+        assert_eq!(workloads(&names), Ok(vec![WORKLOADS[0], WORKLOADS[1]]));
+        assert!(workloads(&["randread-4k-qd2".to_owned()]).is_err());
     }
 
     #[test]

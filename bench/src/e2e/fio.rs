@@ -73,6 +73,11 @@ impl Workload {
         format!("{} {size} qd{}", self.rw, self.qd)
     }
 
+    /// The label as one word, for `--workloads`: `randread-4k-qd1`.
+    pub fn name(&self) -> String {
+        self.label().replace(' ', "-")
+    }
+
     /// Whether it reads (else writes).
     fn reads(&self) -> bool {
         self.rw.contains("read")
@@ -256,5 +261,6 @@ mod tests {
     fn workloads_have_readable_labels() {
         assert_eq!(WORKLOADS[1].label(), "randread 4k qd32");
         assert_eq!(WORKLOADS[5].label(), "write 1m qd8");
+        assert_eq!(WORKLOADS[0].name(), "randread-4k-qd1");
     }
 }

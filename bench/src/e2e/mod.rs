@@ -94,7 +94,7 @@ pub fn main(args: &E2eArgs) -> Result<(), String> {
     let out = rounds::run(
         &tools.fio,
         &targets,
-        &fio::WORKLOADS,
+        &s.workloads,
         (time, s.rounds, s.size),
         (&json_dir, failed),
     )?;
@@ -223,7 +223,7 @@ fn header(
         .iter()
         .map(|k| if k.is_qbd() { args.redundancy.len() } else { 1 })
         .sum();
-    let runs = s.rounds as usize * fio::WORKLOADS.len() * targets;
+    let runs = s.rounds as usize * s.workloads.len() * targets;
     // fio's start and the NBD handshake add about 0.2 s to each run.
     let secs = runs as f64 * (s.runtime + s.ramp).as_secs_f64() + runs as f64 * 0.2;
     h.push_str(&format!(
@@ -233,7 +233,7 @@ fn header(
         s.ramp.as_secs_f64(),
         s.runtime.as_secs_f64(),
         s.rounds,
-        fio::WORKLOADS.len(),
+        s.workloads.len(),
         secs
     ));
     let mut versions = vec![format!("fio: {}", tools::version(&tools.fio))];
