@@ -15,6 +15,7 @@ use qbd_core::backend::dir::DirBackend;
 use qbd_core::backend::{Backend, BackendError, BlockState, BlockWrite, WriteData, WriteOutcome};
 use qbd_core::format::alloc::PAGE;
 use qbd_core::format::record::RECORD_SIZE;
+use qbd_core::proto::msg::{MISMATCH, Response, VouchedState, WireBlockState};
 
 fn applied(n: u32) -> WriteOutcome {
     WriteOutcome {
@@ -384,6 +385,68 @@ async fn flipped_data_bit_marks_only_that_block_corrupt() -> TestResult {
         "corrupt data must not be returned"
     );
     assert_eq!(&r.data[2 * BS..], &data[2 * BS..]);
+    Ok(())
+}
+
+/// A node answers reads without hashing (`read_vouched`): the records'
+/// checksums travel with the data, and the receiver's decode finds the
+/// flipped block, as `read` would have.
+#[tokio::test]
+async fn vouched_reads_leave_a_flipped_data_bit_for_the_receiver_to_find() -> TestResult {
+    let f = Fixture::new().await?;
+    let b = &*f.backend;
+    b.allocate(part(0)).await?;
+    let data = pattern(1, 3);
+    write(b, part(0), 10, data.clone(), generation(1)).await?;
+    b.write(BlockWrite {
+        part: part(0),
+        first: 13,
+        count: 1,
+        generation: generation(2),
+        data: WriteData::Zero { punch: false },
+    })
+    .await?;
+    flip_byte(
+        &f.part_path(part(0)),
+        layout().data_offset_of(11) + 100,
+        0x10,
+    )?;
+    let (states, bytes) = b.read_vouched(part(0), 9, 5)?;
+    let g1 = generation(1).0;
+    assert_eq!(states[0], VouchedState::Unwritten);
+    assert!(matches!(states[1], VouchedState::Data { generation, .. } if generation == g1));
+    assert!(matches!(states[2], VouchedState::Data { generation, .. } if generation == g1));
+    assert_eq!(states[4], VouchedState::Zero(generation(2).0));
+    assert_ne!(
+        &bytes[2 * BS..3 * BS],
+        &data[BS..2 * BS],
+        "the node did not check"
+    );
+    let mut payload = Vec::new();
+    let resp = Response::VouchedBlocks {
+        states,
+        data: bytes,
+    };
+    resp.encode(&mut payload);
+    let Response::Blocks { states, data: got } = Response::decode(resp.opcode(), &payload)? else {
+        panic!("a vouched answer decodes as Blocks");
+    };
+    assert_eq!(
+        states,
+        vec![
+            WireBlockState::Unwritten,
+            WireBlockState::Data(g1),
+            WireBlockState::Corrupt(MISMATCH.into()),
+            WireBlockState::Data(g1),
+            WireBlockState::Zero(generation(2).0),
+        ]
+    );
+    assert_eq!(&got[BS..2 * BS], &data[..BS]);
+    assert!(
+        got[2 * BS..3 * BS].iter().all(|&x| x == 0),
+        "corrupt data is never returned"
+    );
+    assert_eq!(&got[3 * BS..4 * BS], &data[2 * BS..]);
     Ok(())
 }
 

@@ -658,6 +658,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Meta(_) => "Meta",
         Response::Opened { .. } => "Opened",
         Response::Blocks { .. } => "Blocks",
+        Response::VouchedBlocks { .. } => "VouchedBlocks",
         Response::Written { .. } => "Written",
         Response::Stale(_) => "Stale",
         Response::Error { .. } => "Error",

@@ -413,15 +413,8 @@ impl Outbox {
         if st.failed {
             return 0; // `permit` returns on drop
         }
-        st.scratch.clear();
-        resp.encode(&mut st.scratch);
-        st.sealer.seal(
-            FrameKind::Response,
-            resp.opcode(),
-            request_id,
-            &st.scratch,
-            &mut st.queued,
-        );
+        st.sealer
+            .seal_response(request_id, resp, &mut st.scratch, &mut st.queued);
         if st.scratch.capacity() > KEEP_CAPACITY {
             st.scratch = Vec::new();
         }
@@ -572,6 +565,7 @@ mod tests {
             kind: FrameKind::Request,
             opcode: 1,
             flags: 0,
+            covered: 0,
             payload_len,
             request_id: 7,
             seq: 1,
@@ -678,8 +672,8 @@ mod tests {
             let read = read_frame(&mut self.stream, u32::MAX, &mut frame);
             let got = tokio::time::timeout(patience, read).await.ok()?;
             assert!(got.expect("answer"), "connection closed");
-            let (hdr, payload) = self.session.open(&frame).expect("answer verifies");
-            let resp = Response::decode(hdr.opcode, payload).expect("answer decodes");
+            let (hdr, resp) = self.session.open_response(&frame).expect("answer verifies");
+            let resp = resp.expect("answer decodes");
             Some((hdr.request_id, resp))
         }
     }

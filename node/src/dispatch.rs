@@ -28,14 +28,12 @@
 
 use std::sync::Arc;
 
-use qbd_core::backend::{
-    Backend, BlockState, BlockWrite, PartId, PartRead, RawBlock, WriteData, WriteOutcome,
-};
+use qbd_core::backend::{Backend, BlockWrite, PartId, RawBlock, WriteData, WriteOutcome};
 use qbd_core::format::record::RECORD_SIZE;
 use qbd_core::generation::Generation;
 use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::placement::BackendId;
-use qbd_core::proto::msg::{Request, Response, WireBlockState, WriteMode};
+use qbd_core::proto::msg::{Request, Response, WriteMode};
 use uuid::Uuid;
 
 use qbd_core::backend::dir::listing;
@@ -275,11 +273,13 @@ impl Node {
         })
     }
 
+    /// Answers with the stored checksums and unchecked data: the master
+    /// checks each block once, end to end (`msg::VouchedBlocks`), so the
+    /// node hashes nothing to answer a read.
     async fn read(&self, volume: u16, part: PartId, first: u32, count: u32) -> Answer {
         let v = self.touched(volume)?;
-        let PartRead { data, blocks } = v.backend.read(part, first, count).await?;
-        let states = blocks.into_iter().map(wire_state).collect();
-        Ok(Response::Blocks { states, data })
+        let (states, data) = v.backend.read_vouched(part, first, count)?;
+        Ok(Response::VouchedBlocks { states, data })
     }
 
     /// The epoch fence, then the backend's generation rule (or repair).
@@ -477,15 +477,6 @@ fn same_volume(current: &VolumeMeta, asked: &VolumeMeta) -> Result<(), Refusal> 
         )));
     }
     Ok(())
-}
-
-fn wire_state(s: BlockState) -> WireBlockState {
-    match s {
-        BlockState::Unwritten => WireBlockState::Unwritten,
-        BlockState::Data(g) => WireBlockState::Data(g.0),
-        BlockState::Zero(g) => WireBlockState::Zero(g.0),
-        BlockState::Corrupt(why) => WireBlockState::Corrupt(why),
-    }
 }
 
 #[cfg(test)]

@@ -74,8 +74,21 @@ fn code(r: &Response) -> Option<ErrorCode> {
     }
 }
 
+/// A read answer as the master sees it: encoded, then decoded, which
+/// checks the data of `VouchedBlocks` against the stored checksums.
+async fn read_checked(node: &Node, req: Request) -> Response {
+    let resp = node.handle(req).await;
+    assert!(
+        matches!(resp, Response::VouchedBlocks { .. }),
+        "a node answers reads with VouchedBlocks: {resp:?}"
+    );
+    let mut payload = Vec::new();
+    resp.encode(&mut payload);
+    Response::decode(resp.opcode(), &payload).expect("the answer decodes")
+}
+
 async fn expect_block(node: &Node, block: u32, generation: Generation, fill: u8) {
-    let Response::Blocks { states, data } = node.handle(read(block)).await else {
+    let Response::Blocks { states, data } = read_checked(node, read(block)).await else {
         panic!("read failed");
     };
     assert_eq!(states, vec![WireBlockState::Data(generation.0)]);
@@ -406,14 +419,13 @@ async fn every_request_kind_reaches_the_store() {
         data: Vec::new(),
     };
     assert_eq!(node.handle(zero).await, written(2, 0));
-    let r = node
-        .handle(Request::Read {
-            volume: VOL,
-            part: PART,
-            first: 3,
-            count: 2,
-        })
-        .await;
+    let req = Request::Read {
+        volume: VOL,
+        part: PART,
+        first: 3,
+        count: 2,
+    };
+    let r = read_checked(&node, req).await;
     let Response::Blocks { states, data } = r else {
         panic!("read failed")
     };
@@ -449,7 +461,7 @@ async fn every_request_kind_reaches_the_store() {
 }
 
 async fn expect_unwritten(node: &Node, block: u32) {
-    let Response::Blocks { states, .. } = node.handle(read(block)).await else {
+    let Response::Blocks { states, .. } = read_checked(node, read(block)).await else {
         panic!("read failed");
     };
     assert_eq!(states, vec![WireBlockState::Unwritten]);

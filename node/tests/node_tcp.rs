@@ -109,9 +109,9 @@ impl Client {
             .await
             .expect("an answer in time")
             .expect("an answer");
-        let (hdr, payload) = self.session.open(&frame).expect("answer verifies");
+        let (hdr, resp) = self.session.open_response(&frame).expect("answer verifies");
         assert_eq!(hdr.kind, FrameKind::Response);
-        let resp = Response::decode(hdr.opcode, payload).expect("answer decodes");
+        let resp = resp.expect("answer decodes");
         (hdr.request_id, resp)
     }
 
@@ -359,8 +359,8 @@ async fn shutdown_answers_every_request_it_accepted() {
     }
     let mut answers = 0u64;
     while let Ok(Ok(frame)) = tokio::time::timeout(PATIENCE, read_frame(&mut c.stream)).await {
-        let (hdr, payload) = c.session.open(&frame).expect("answer verifies");
-        let resp = Response::decode(hdr.opcode, payload).expect("answer decodes");
+        let (_, resp) = c.session.open_response(&frame).expect("answer verifies");
+        let resp = resp.expect("answer decodes");
         assert!(matches!(resp, Response::Written { .. }), "{resp:?}");
         answers += 1;
     }

@@ -23,7 +23,6 @@ use std::mem;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use qbd_core::proto::ProtoError;
 use qbd_core::proto::frame::{FrameKind, HEADER_LEN, MAC_LEN};
 use qbd_core::proto::msg::Response;
 use qbd_core::proto::session::{Opener, Sealer, Session};
@@ -192,12 +191,8 @@ impl Conn {
 
     /// Opens one frame and completes its request.
     fn deliver(&self, opener: &mut Opener, frame: &[u8]) -> Result<(), TransportError> {
-        let (header, payload) = opener.open(frame)?;
-        if header.kind != FrameKind::Response {
-            let why = format!("{:?} frame where a response was expected", header.kind);
-            return Err(ProtoError::malformed("frame", why).into());
-        }
-        let reply = Response::decode(header.opcode, payload).map_err(TransportError::from);
+        let (header, reply) = opener.open_response(frame)?;
+        let reply = reply.map_err(TransportError::from);
         // No waiter: the request's deadline passed; its late answer is dropped.
         if let Some(tx) = lock(&self.inflight).waiting.remove(&header.request_id) {
             let _ = tx.send(reply);

@@ -6,8 +6,8 @@
 //! | 4      | version (1)                                          |
 //! | 5      | kind ([`FrameKind`])                                 |
 //! | 6..8   | opcode (u16 LE; the message type)                    |
-//! | 8..10  | flags (u16 LE; 0)                                    |
-//! | 10..12 | reserved (0)                                         |
+//! | 8..10  | flags (u16 LE; bit 0 [`FLAG_DETACHED_TAIL`])         |
+//! | 10..12 | covered (u16 LE; with `FLAG_DETACHED_TAIL`, else 0)  |
 //! | 12..16 | payload length (u32 LE, ≤ `msg::MAX_PAYLOAD`)        |
 //! | 16..24 | request id (u64 LE; a response carries its request's)|
 //! | 24..32 | sequence number (u64 LE; per session and direction)  |
@@ -15,6 +15,14 @@
 //! then `payload length` bytes of payload, then the MAC: keyed BLAKE3 of
 //! header and payload, truncated to 16 bytes, with the session's key for
 //! that direction (handshake frames: see `session`).
+//!
+//! A frame with [`FLAG_DETACHED_TAIL`] has its MAC over the header and the
+//! first `covered` payload bytes only. The rest of the payload (the tail)
+//! is vouched for by checksums inside the covered bytes, which the message
+//! decoder checks. Only `Response::VouchedBlocks` is sealed so (block data
+//! behind the stored BLAKE3 checksums of its blocks: the node then hashes
+//! nothing to answer a read); `session::Opener` refuses a detached tail on
+//! any other message.
 
 use super::ProtoError;
 
@@ -26,6 +34,9 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 32;
 /// MAC length.
 pub const MAC_LEN: usize = 16;
+/// Flag: the MAC covers only the first `covered` payload bytes; the
+/// tail is vouched for by checksums inside them.
+pub const FLAG_DETACHED_TAIL: u16 = 1;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +86,8 @@ pub struct FrameHeader {
     pub opcode: u16,
     /// Flags.
     pub flags: u16,
+    /// With [`FLAG_DETACHED_TAIL`]: payload bytes the MAC covers.
+    pub covered: u16,
     /// Payload length.
     pub payload_len: u32,
     /// Request id.
@@ -92,6 +105,7 @@ impl FrameHeader {
         b[5] = self.kind.to_byte();
         b[6..8].copy_from_slice(&self.opcode.to_le_bytes());
         b[8..10].copy_from_slice(&self.flags.to_le_bytes());
+        b[10..12].copy_from_slice(&self.covered.to_le_bytes());
         b[12..16].copy_from_slice(&self.payload_len.to_le_bytes());
         b[16..24].copy_from_slice(&self.request_id.to_le_bytes());
         b[24..32].copy_from_slice(&self.seq.to_le_bytes());
@@ -126,10 +140,26 @@ impl FrameHeader {
             kind: FrameKind::from_byte(b[5]),
             opcode: u16_at(6),
             flags: u16_at(8),
+            covered: u16_at(10),
             payload_len,
             request_id: u64_at(16),
             seq: u64_at(24),
         })
+    }
+
+    /// Payload bytes the MAC covers: all of them, or `covered` with
+    /// [`FLAG_DETACHED_TAIL`] (capped at the payload length).
+    pub fn mac_covered(&self) -> usize {
+        if self.detached() {
+            (self.covered as usize).min(self.payload_len as usize)
+        } else {
+            self.payload_len as usize
+        }
+    }
+
+    /// True when the frame has a detached tail.
+    pub fn detached(&self) -> bool {
+        self.flags & FLAG_DETACHED_TAIL != 0
     }
 
     /// Total frame length (header, payload, MAC).

@@ -36,6 +36,11 @@
 //! | 0x11   | `ListVolume`    | 0x8c   | `VolumeFiles` |
 //! | 0x12   | `ListParts`     | 0x8d   | `PartList`    |
 //! | 0x13   | `ScanParts`     | 0x8e   | `PartScans`   |
+//! |        |                 | 0x8f   | `VouchedBlocks` |
+//!
+//! Nodes answer `Read` with `VouchedBlocks` ([`vouched`]): its block data
+//! travels outside the frame MAC, vouched for by the stored checksums, and
+//! it decodes into a checked `Blocks`, so receivers never see it.
 //!
 //! The last three serve `qbd verify` (read-only, not fenced, need no open
 //! volume); their codecs live in [`verify`].
@@ -47,6 +52,9 @@
 //! `SaveMeta` is the epoch compare-and-set itself.
 
 mod verify;
+mod vouched;
+
+pub use vouched::{MISMATCH, SUM_LEN, VouchedState};
 
 use uuid::Uuid;
 
@@ -295,6 +303,15 @@ pub enum Response {
         /// `count × block_size` bytes.
         data: Vec<u8>,
     },
+    /// To `Read`, as nodes send it: each block's data with the checksum its
+    /// meta record stores, unchecked by the node. Decoding checks every
+    /// block and yields `Blocks`; see [`vouched`].
+    VouchedBlocks {
+        /// What each block's record claims.
+        states: Vec<VouchedState>,
+        /// `count × block_size` bytes; zeros where no data is claimed.
+        data: Vec<u8>,
+    },
     /// To `Write`.
     Written {
         /// Blocks applied.
@@ -411,6 +428,8 @@ pub mod op {
     pub const PART_LIST: u16 = 0x8d;
     /// `Response::PartScans`.
     pub const PART_SCANS: u16 = 0x8e;
+    /// `Response::VouchedBlocks`.
+    pub const BLOCKS_VOUCHED: u16 = 0x8f;
 }
 
 /// Bytes of a `Write` payload before the data bytes (volume, part, first,
@@ -907,6 +926,7 @@ impl Response {
             Response::Meta(_) => op::META,
             Response::Opened { .. } => op::OPENED,
             Response::Blocks { .. } => op::BLOCKS,
+            Response::VouchedBlocks { .. } => op::BLOCKS_VOUCHED,
             Response::Written { .. } => op::WRITTEN,
             Response::Stale(_) => op::STALE,
             Response::Error { .. } => op::ERROR,
@@ -973,6 +993,7 @@ impl Response {
                 }
                 put_bytes(out, data);
             }
+            Response::VouchedBlocks { states, data } => vouched::encode(states, data, out),
             Response::Written { applied, skipped } => {
                 put_u32(out, *applied);
                 put_u32(out, *skipped);
@@ -999,10 +1020,35 @@ impl Response {
         }
     }
 
-    /// Decodes the payload of a response frame with `opcode`.
+    /// Bytes at the end of the encoding that need not be under the frame
+    /// MAC because checksums inside the rest vouch for them (the data of
+    /// `VouchedBlocks`); 0 for every other response.
+    pub fn detached_tail(&self) -> usize {
+        match self {
+            Response::VouchedBlocks { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+
+    /// Decodes the payload of a response frame with `opcode`, all of it
+    /// authenticated by the frame MAC.
     pub fn decode(opcode: u16, payload: &[u8]) -> Result<Self, ProtoError> {
+        Self::decode_covered(opcode, payload, payload.len())
+    }
+
+    /// Decodes a payload of which the frame MAC covered only the first
+    /// `covered` bytes: only `VouchedBlocks` may have such a tail, and
+    /// only its data may lie in it.
+    pub fn decode_covered(opcode: u16, payload: &[u8], covered: usize) -> Result<Self, ProtoError> {
         let mut r = Reader::new("response", payload);
+        if covered < payload.len() && opcode != op::BLOCKS_VOUCHED {
+            return Err(r.err(format!(
+                "opcode {opcode:#06x} with {} bytes outside the MAC",
+                payload.len() - covered
+            )));
+        }
         let resp = match opcode {
+            op::BLOCKS_VOUCHED => vouched::decode(&mut r, payload.len(), covered)?,
             op::PONG => Response::Pong,
             op::DONE => Response::Done,
             op::NUMBER => Response::Number(if r.option()? { Some(r.u16()?) } else { None }),

@@ -338,15 +338,16 @@ impl Peer {
         let Phase::Open { opener, .. } = &mut self.phase else {
             return Err(gone("session closed"));
         };
-        let (h, payload) = opener.open(bytes)?;
-        if h.kind != FrameKind::Response || h.request_id != request_id {
+        let (h, resp) = opener.open_response(bytes)?;
+        let resp = resp?;
+        if h.request_id != request_id {
             let why = format!(
-                "{:?} for request {} where the response to {request_id} was expected",
-                h.kind, h.request_id
+                "the response to request {} where the response to {request_id} was expected",
+                h.request_id
             );
             return Err(ProtoError::malformed("frame", why).into());
         }
-        Ok(Response::decode(h.opcode, payload)?)
+        Ok(resp)
     }
 
     fn finish_hello(&mut self, now: Instant, response: &[u8]) {

@@ -139,16 +139,8 @@ impl Sess {
         let Proto::Open { sealer, .. } = &mut self.proto else {
             return;
         };
-        self.scratch.clear();
-        resp.encode(&mut self.scratch);
-        let mut sealed = Vec::with_capacity(self.scratch.len() + 48);
-        sealer.seal(
-            FrameKind::Response,
-            resp.opcode(),
-            rid,
-            &self.scratch,
-            &mut sealed,
-        );
+        let mut sealed = Vec::with_capacity(resp.detached_tail() + 512);
+        sealer.seal_response(rid, resp, &mut self.scratch, &mut sealed);
         self.respond(now, id, sealed);
     }
 

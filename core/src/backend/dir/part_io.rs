@@ -25,6 +25,7 @@ use crate::backend::{
 use crate::format::alloc::PAGE;
 use crate::format::header::{HEADER_LEN, PartHeader};
 use crate::format::record::{MetaRecord, RECORD_SIZE, RecordPos};
+use crate::proto::msg::VouchedState;
 
 /// Whether a part file exists for reading.
 enum Handle {
@@ -123,35 +124,71 @@ impl DirBackend {
         first: u32,
         count: u32,
     ) -> BackendResult<PartRead> {
-        let v = self.vol()?;
-        self.check_range(v, first, count)?;
-        let _shared = v.read_part(part);
-        let bs = v.layout.block_size as usize;
-        let file = match self.handle(v, part)? {
-            Handle::Open(f) => f,
-            Handle::NeverWritten => {
-                return Ok(PartRead {
-                    data: vec![0; count as usize * bs],
-                    blocks: vec![BlockState::Unwritten; count as usize],
-                });
-            }
+        let (recs, mut data, bs) = self.read_stored(part, first, count)?;
+        let Some(recs) = recs else {
+            return Ok(PartRead {
+                data,
+                blocks: vec![BlockState::Unwritten; count as usize],
+            });
         };
-        let recs = self.read_records(&file, v, part, first, count)?;
-        let mut data = vec![0u8; count as usize * bs];
-        file.read_exact_at(&mut data, v.layout.data_offset_of(first))
-            .map_err(|e| self.corrupt(part, format!("data region unreadable: {e}")))?;
         let blocks = (0..count as usize)
             .map(|i| {
-                let pos = RecordPos {
-                    chunk: part.chunk,
-                    part: part.part,
-                    block: first + i as u32,
-                };
+                let pos = pos_of(part, first, i);
                 let block = &mut data[i * bs..(i + 1) * bs];
                 judge_block(&recs[i * RECORD_SIZE..(i + 1) * RECORD_SIZE], pos, block)
             })
             .collect();
         Ok(PartRead { data, blocks })
+    }
+
+    /// Reads blocks as [`read_blocks`](Self::read_blocks) does, but leaves
+    /// the data unchecked: each block comes with what its meta record
+    /// claims, checksum included, for the reader to check (a node answering
+    /// `Read`: the master hashes the data once, which checks the disk and
+    /// the wire together). Records are still checked, and data whose record
+    /// claims none is zeroed.
+    pub fn read_vouched(
+        &self,
+        part: PartId,
+        first: u32,
+        count: u32,
+    ) -> BackendResult<(Vec<VouchedState>, Vec<u8>)> {
+        let (recs, mut data, bs) = self.read_stored(part, first, count)?;
+        let Some(recs) = recs else {
+            return Ok((vec![VouchedState::Unwritten; count as usize], data));
+        };
+        let states = (0..count as usize)
+            .map(|i| {
+                let pos = pos_of(part, first, i);
+                let block = &mut data[i * bs..(i + 1) * bs];
+                claim_block(&recs[i * RECORD_SIZE..(i + 1) * RECORD_SIZE], pos, block)
+            })
+            .collect();
+        Ok((states, data))
+    }
+
+    /// The records and data of `count` blocks from `first` under the part's
+    /// shared lock, and the block size; no records (and zeros) for a part
+    /// that was never written.
+    fn read_stored(
+        &self,
+        part: PartId,
+        first: u32,
+        count: u32,
+    ) -> BackendResult<(Option<Vec<u8>>, Vec<u8>, usize)> {
+        let v = self.vol()?;
+        self.check_range(v, first, count)?;
+        let _shared = v.read_part(part);
+        let bs = v.layout.block_size as usize;
+        let mut data = vec![0u8; count as usize * bs];
+        let file = match self.handle(v, part)? {
+            Handle::Open(f) => f,
+            Handle::NeverWritten => return Ok((None, data, bs)),
+        };
+        let recs = self.read_records(&file, v, part, first, count)?;
+        file.read_exact_at(&mut data, v.layout.data_offset_of(first))
+            .map_err(|e| self.corrupt(part, format!("data region unreadable: {e}")))?;
+        Ok((Some(recs), data, bs))
     }
 
     /// A normal write (`force = false`: only blocks with an older stored
@@ -417,6 +454,31 @@ impl DirBackend {
 }
 
 /// Decides what one block holds, zeroing `data` unless it is verified data.
+fn pos_of(part: PartId, first: u32, i: usize) -> RecordPos {
+    RecordPos {
+        chunk: part.chunk,
+        part: part.part,
+        block: first + i as u32,
+    }
+}
+
+/// What one block's record claims; the data is zeroed unless it claims data.
+fn claim_block(rec: &[u8], pos: RecordPos, data: &mut [u8]) -> VouchedState {
+    let state = match MetaRecord::decode(rec, pos) {
+        Err(e) => VouchedState::Corrupt(e.to_string()),
+        Ok(r) if r.is_empty() => VouchedState::Unwritten,
+        Ok(r) if r.is_zero() => VouchedState::Zero(r.generation.0),
+        Ok(r) => {
+            return VouchedState::Data {
+                generation: r.generation.0,
+                sum: r.data_sum,
+            };
+        }
+    };
+    data.fill(0);
+    state
+}
+
 fn judge_block(rec: &[u8], pos: RecordPos, data: &mut [u8]) -> BlockState {
     let state = match MetaRecord::decode(rec, pos) {
         Err(e) => BlockState::Corrupt(e.to_string()),
