@@ -1,12 +1,16 @@
 //! The transmission phase of one connection.
 //!
 //! The reader (the connection task itself) reads a request, checks it
-//! ([`check`]) and polls the device call once, inline. Most calls finish on
-//! that first poll (the volume's directory I/O is synchronous); their reply
-//! is encoded into the connection's outgoing queue at once. A call that is
-//! not ready moves, still pinned in its box, into a task of its own, and the
-//! reader goes on with the next request: requests of one connection never
-//! wait for each other.
+//! ([`check`]) and polls the device call once, inline. Calls to directory
+//! backends finish on that first poll (their I/O is synchronous); their
+//! reply is encoded into the connection's outgoing queue at once. A call
+//! that is not ready (a node's answer is awaited) joins the connection's
+//! running calls ([`Calls`]), which the same task polls alongside reading
+//! the next request: requests of one connection never wait for each other,
+//! and no request costs a task spawn or a wake-up of its own. Whatever
+//! finished between two polls of the task is answered with one write, so a
+//! transport that completes a burst of answers at once wakes the
+//! connection once and gets one `writev` back.
 //!
 //! Writing: whoever queues a reply may also write the queue to the socket,
 //! but only one party at a time holds that role (the "writer"); the others
@@ -16,8 +20,7 @@
 //! (up to [`FLUSH_AT`] bytes), so a burst of requests is answered with one
 //! syscall; it writes before it could block (on the socket or on the
 //! budget). When the socket is full the writer role moves to a task of its
-//! own, so the reader never blocks on writing. No request costs a
-//! cross-thread hop unless its device call is not ready on first poll.
+//! own, so the reader never blocks on writing.
 //!
 //! Backpressure: every request holds permits of a per-connection
 //! [`Semaphore`] until its reply is written (1 permit, plus 1 per
@@ -26,11 +29,12 @@
 //! the reader stops reading.
 //!
 //! Ending: on `NBD_CMD_DISC`, shutdown, a read error or a protocol
-//! violation the reader stops; in-flight requests still complete and their
-//! replies are written; then the socket is shut down. When writing fails
-//! (client gone), the reader stops too and the remaining device calls
-//! finish with nowhere to send their replies. [`serve`] returns only when no
-//! request of the connection is running.
+//! violation the reader stops; the running calls still complete (the
+//! connection task drives them to the end) and their replies are written;
+//! then the socket is shut down. When writing fails (client gone), the
+//! reader stops too and the remaining device calls finish with nowhere to
+//! send their replies. [`serve`] returns only when no request of the
+//! connection is running.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -40,6 +44,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
+use futures_util::stream::{FuturesUnordered, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 
@@ -192,61 +197,181 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    // The box of the last request that finished inline, reused for the next.
-    let mut spare = None;
-    loop {
-        let incoming = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-            () = out.broken.notified() => return Ok(()), // writing failed; serve reports why
-            incoming = read_request(r, out, n) => incoming?,
-        };
-        let queued = match incoming {
-            Incoming::Disc => return Ok(()),
-            Incoming::Immediate(cookie, body, permit) => out.push(cookie, body, permit),
-            Incoming::Op(cookie, op, permit) => {
-                let read = matches!(op, Op::Read { .. });
-                let mut call = reuse(&mut spare, request(Arc::clone(device), op));
-                let first = poll_fn(|cx| Poll::Ready(poll_call(call.as_mut(), read, cx))).await;
-                match first {
-                    Poll::Ready(body) => {
-                        spare = Some(call);
-                        out.push(cookie, body, permit)
-                    }
-                    Poll::Pending => {
-                        let out = Arc::clone(out);
-                        tokio::spawn(async move {
-                            let body = poll_fn(|cx| poll_call(call.as_mut(), read, cx)).await;
-                            drop(call);
-                            out.push(cookie, body, permit);
-                            out.flush().await;
-                        });
-                        0
-                    }
+    let mut calls = Calls::new();
+    let result = async {
+        loop {
+            let incoming = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                () = out.broken.notified() => return Ok(()), // writing failed; serve reports why
+                incoming = calls.alongside(out, read_request(r, out, n)) => incoming?,
+            };
+            let queued = match incoming {
+                Incoming::Disc => return Ok(()),
+                Incoming::Immediate(cookie, body, permit) => out.push(cookie, body, permit),
+                Incoming::Op(cookie, op, permit) => {
+                    let read = matches!(op, Op::Read { .. });
+                    let call = calls.boxed(request(Arc::clone(device), op));
+                    calls.start(call, read, cookie, permit, out).await
                 }
+            };
+            if queued >= FLUSH_AT {
+                out.flush().await;
             }
-        };
-        if queued >= FLUSH_AT {
-            out.flush().await;
         }
     }
+    .await;
+    // In-flight calls finish and their replies are queued even after a
+    // read error, DISC or shutdown.
+    poll_fn(|cx| calls.poll_finished(out, cx)).await;
+    result
 }
 
-/// The device call of one request, owning what it needs so that it can move
-/// into a task of its own.
+/// The device call of one request, owning what it needs.
 async fn request<D: BlockDevice>(device: Arc<D>, op: Op) -> Body {
     execute(&*device, op).await
 }
 
-/// Boxes `call`, in the spare box if there is one (a finished call of the
-/// same type), so that calls finishing inline cost no allocation.
-fn reuse<F: Future>(spare: &mut Option<Pin<Box<F>>>, call: F) -> Pin<Box<F>> {
-    match spare.take() {
-        Some(mut b) => {
-            b.set(call);
-            b
+/// Boxes of finished calls kept for reuse, at most.
+const SPARE_BOXES: usize = 32;
+
+/// A connection's device calls that were not ready on their first poll.
+/// The connection task drives them (no task, no cross-thread hop per
+/// request): whatever finishes between two polls of the task is answered
+/// with one write, and many completions cost one wake-up.
+struct Calls<F> {
+    running: FuturesUnordered<InFlight<F>>,
+    /// Boxes of finished calls, reused so that calls cost no allocation
+    /// beyond their slot in `running`.
+    spare: Vec<Pin<Box<F>>>,
+}
+
+impl<F: Future<Output = Body>> Calls<F> {
+    fn new() -> Self {
+        Calls {
+            running: FuturesUnordered::new(),
+            spare: Vec::new(),
         }
-        None => Box::pin(call),
+    }
+
+    /// Boxes `call`, in a spare box if there is one.
+    fn boxed(&mut self, call: F) -> Pin<Box<F>> {
+        match self.spare.pop() {
+            Some(mut b) => {
+                b.set(call);
+                b
+            }
+            None => Box::pin(call),
+        }
+    }
+
+    fn recycle(&mut self, b: Pin<Box<F>>) {
+        if self.spare.len() < SPARE_BOXES {
+            self.spare.push(b);
+        }
+    }
+
+    /// Polls `call` once; queues its reply if it is done (returns the bytes
+    /// queued), else adds it to the running calls (returns 0).
+    async fn start<W>(
+        &mut self,
+        mut call: Pin<Box<F>>,
+        read: bool,
+        cookie: u64,
+        permit: OwnedSemaphorePermit,
+        out: &Arc<Outbox<W>>,
+    ) -> usize
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        match poll_fn(|cx| Poll::Ready(poll_call(call.as_mut(), read, cx))).await {
+            Poll::Ready(body) => {
+                self.recycle(call);
+                out.push(cookie, body, permit)
+            }
+            Poll::Pending => {
+                self.running.push(InFlight {
+                    cookie,
+                    read,
+                    held: Some((call, permit)),
+                });
+                0
+            }
+        }
+    }
+
+    /// Runs `fut` while driving the running calls.
+    async fn alongside<W, T>(&mut self, out: &Arc<Outbox<W>>, fut: impl Future<Output = T>) -> T
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut fut = std::pin::pin!(fut);
+        poll_fn(|cx| {
+            let _ = self.poll_finished(out, cx);
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Polls the running calls, queues the replies of those that finished
+    /// and starts writing them; ready once none is running.
+    fn poll_finished<W>(&mut self, out: &Arc<Outbox<W>>, cx: &mut Context<'_>) -> Poll<()>
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut queued = false;
+        let poll = loop {
+            match Pin::new(&mut self.running).poll_next(cx) {
+                Poll::Ready(Some(f)) => {
+                    out.push(f.cookie, f.body, f.permit);
+                    self.recycle(f.call);
+                    queued = true;
+                }
+                Poll::Ready(None) => break Poll::Ready(()),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        if queued {
+            out.kick(cx);
+        }
+        poll
+    }
+}
+
+/// A running device call and what its reply needs.
+struct InFlight<F> {
+    cookie: u64,
+    read: bool,
+    /// The call and the request's permits; `None` once finished.
+    held: Option<(Pin<Box<F>>, OwnedSemaphorePermit)>,
+}
+
+/// A finished call: its reply, and its box for reuse.
+struct Finished<F> {
+    cookie: u64,
+    body: Body,
+    permit: OwnedSemaphorePermit,
+    call: Pin<Box<F>>,
+}
+
+impl<F: Future<Output = Body>> Future for InFlight<F> {
+    type Output = Finished<F>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished<F>> {
+        let this = &mut *self;
+        let Some((call, _)) = this.held.as_mut() else {
+            return Poll::Pending; // finished already (never polled again)
+        };
+        let body = ready!(poll_call(call.as_mut(), this.read, cx));
+        let cookie = this.cookie;
+        this.held.take().map_or(Poll::Pending, |(call, permit)| {
+            Poll::Ready(Finished {
+                cookie,
+                body,
+                permit,
+                call,
+            })
+        })
     }
 }
 

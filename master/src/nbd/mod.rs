@@ -17,8 +17,9 @@
 //!
 //! Invariants of the transmission phase:
 //! - Requests of one connection run concurrently and are answered out of
-//!   order: each device call is polled once inline by the reader and moved
-//!   to its own task only if it is not ready. Replies go through a shared
+//!   order: each device call is polled once inline by the reader and, if
+//!   it is not ready, joins the calls the connection task drives alongside
+//!   reading (no task per request). Replies go through a shared
 //!   outbox drained by one writer at a time, so they never interleave.
 //! - A reply is sent only after the device call returned, so a FLUSH (whose
 //!   device call starts after the FLUSH was read) covers every write
