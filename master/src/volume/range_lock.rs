@@ -44,6 +44,10 @@ pub struct Guard<'a> {
 impl RangeLock {
     /// Locks blocks `start..end` in `mode`, waiting for conflicting holders.
     pub async fn lock(&self, start: u64, end: u64, mode: Mode) -> Guard<'_> {
+        // Uncontended: no waiter registration on `released`.
+        if let Some(id) = self.try_lock(start, end, mode) {
+            return Guard { lock: self, id };
+        }
         loop {
             let released = self.released.notified();
             tokio::pin!(released);

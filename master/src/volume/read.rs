@@ -7,7 +7,7 @@
 //! no write can interleave). A part that is missing or unusable as a file is
 //! recorded as stale, so the resync rebuilds it.
 
-use qbd_core::backend::{BackendError, BlockState, BlockWrite, PartId, WriteData};
+use qbd_core::backend::{BackendError, BlockState, BlockWrite, PartId, PartRead, WriteData};
 
 use super::io::Segment;
 use super::{Volume, VolumeError};
@@ -45,10 +45,11 @@ impl Volume {
         }
         let parts = self.geo.redundancy.parts();
         let start = (s.chunk % parts as u64) as usize;
-        let mut data = vec![0u8; n * bs];
-        let mut states: Vec<Option<BlockState>> = vec![None; n];
+        // Allocated once a copy is not good throughout (the slow path).
+        let mut data = Vec::new();
+        let mut states: Vec<Option<BlockState>> = Vec::new();
         let mut bad: Vec<(usize, u32)> = Vec::new();
-        let mut why = String::from("no usable copy");
+        let mut why = None;
         for i in 0..parts {
             let p = (start + i) % parts;
             let slot = self.placement.slot(s.chunk, p);
@@ -62,11 +63,23 @@ impl Volume {
             let read = match self.backends[slot].read(id, s.first, s.count).await {
                 Ok(r) => r,
                 Err(e) => {
-                    why = e.to_string();
+                    why = Some(e.to_string());
                     self.part_unreadable(slot, s.chunk, &e).await;
                     continue;
                 }
             };
+            if states.is_empty() {
+                if all_good(&read, n, bs) {
+                    // The usual case: the first copy read is good
+                    // throughout, and its buffer is the answer (no copy).
+                    return Ok(Verified {
+                        data: read.data,
+                        states: read.blocks,
+                    });
+                }
+                data = vec![0u8; n * bs];
+                states = vec![None; n];
+            }
             for b in 0..n {
                 if states[b].is_some() {
                     continue;
@@ -78,7 +91,7 @@ impl Volume {
                             s.chunk,
                             s.first + b as u32
                         );
-                        why = reason.clone();
+                        why = Some(reason.clone());
                         bad.push((p, b as u32));
                     }
                     good => {
@@ -92,7 +105,11 @@ impl Volume {
                 break;
             }
         }
-        let Some(missing) = states.iter().position(Option::is_none) else {
+        let missing = match states.iter().position(Option::is_none) {
+            _ if states.is_empty() => Some(0), // no copy was read
+            m => m,
+        };
+        let Some(missing) = missing else {
             let states: Vec<BlockState> = states.into_iter().flatten().collect();
             self.repair_copies(s, &bad, &data, &states).await;
             return Ok(Verified { data, states });
@@ -100,7 +117,7 @@ impl Volume {
         Err(VolumeError::Unreadable {
             chunk: s.chunk,
             block: s.first + missing as u32,
-            why,
+            why: why.unwrap_or_else(|| "no usable copy".into()),
         })
     }
 
@@ -179,4 +196,14 @@ impl Volume {
             }
         }
     }
+}
+
+/// Whether `read` holds `n` blocks of `bs` bytes, none of them corrupt.
+fn all_good(read: &PartRead, n: usize, bs: usize) -> bool {
+    read.blocks.len() == n
+        && read.data.len() == n * bs
+        && !read
+            .blocks
+            .iter()
+            .any(|b| matches!(b, BlockState::Corrupt(_)))
 }
