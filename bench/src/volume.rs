@@ -104,7 +104,8 @@ impl Volume {
         self.write_with(block, counter)
     }
 
-    /// A write of `block` with generation counter `counter` of the epoch.
+    /// A write of `block` with generation counter `counter` of the epoch,
+    /// as the master sends it (`VouchedWrite`: the checksum computed here).
     fn write_with(&self, block: u32, counter: u64) -> Request {
         Request::Write {
             volume: self.number,
@@ -116,6 +117,8 @@ impl Volume {
             repair: false,
             data: self.payload.clone(),
         }
+        // As the master sends it: checksums under the MAC, data outside.
+        .vouched()
     }
 
     /// A request of `op`: reads of a random written block, writes to

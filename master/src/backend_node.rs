@@ -230,7 +230,8 @@ impl NodeBackend {
             mode,
             repair,
             data,
-        };
+        }
+        .vouched();
         match self.ask(req, Some(w.part)).await? {
             Response::Written { applied, skipped } => Ok(WriteOutcome { applied, skipped }),
             other => Err(self.unexpected("Write", &other)),
@@ -635,6 +636,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::OpenVolume { .. } => "OpenVolume",
         Request::Read { .. } => "Read",
         Request::Write { .. } => "Write",
+        Request::VouchedWrite { .. } => "VouchedWrite",
         Request::Allocate { .. } => "Allocate",
         Request::Recreate { .. } => "Recreate",
         Request::Sync { .. } => "Sync",

@@ -229,15 +229,11 @@ async fn read_loop(
             Err(ReadError::Io(e)) => return End::Io(e),
             Err(ReadError::Proto(e)) => return End::Violation(e),
         }
-        let (hdr, payload) = match opener.open(&frame) {
+        let (hdr, decoded) = match opener.open_request(&frame) {
             Ok(x) => x,
             Err(e) => return End::Violation(e),
         };
-        if hdr.kind != FrameKind::Request {
-            return End::Violation(ProtoError::malformed("frame", "not a request"));
-        }
         let id = hdr.request_id;
-        let decoded = Request::decode(hdr.opcode, payload);
         let permit = match Arc::clone(&out.limit).try_acquire_owned() {
             Ok(p) => p,
             Err(TryAcquireError::NoPermits) => {

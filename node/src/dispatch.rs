@@ -33,7 +33,7 @@ use qbd_core::format::record::RECORD_SIZE;
 use qbd_core::generation::Generation;
 use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::placement::BackendId;
-use qbd_core::proto::msg::{Request, Response, WriteMode};
+use qbd_core::proto::msg::{Request, Response, SUM_LEN, WriteMode};
 use uuid::Uuid;
 
 use qbd_core::backend::dir::listing;
@@ -66,6 +66,9 @@ struct WriteReq {
     mode: WriteMode,
     repair: bool,
     data: Vec<u8>,
+    /// The blocks' checksums, checked against `data` when the request was
+    /// decoded (`VouchedWrite`): the records take them as they are.
+    sums: Option<Vec<[u8; SUM_LEN]>>,
 }
 
 impl Node {
@@ -105,6 +108,30 @@ impl Node {
                     mode,
                     repair,
                     data,
+                    sums: None,
+                })
+                .await
+            }
+            Request::VouchedWrite {
+                volume,
+                part,
+                first,
+                count,
+                generation,
+                repair,
+                sums,
+                data,
+            } => {
+                self.write(WriteReq {
+                    volume,
+                    part,
+                    first,
+                    count,
+                    generation: Generation(generation),
+                    mode: WriteMode::Data,
+                    repair,
+                    data,
+                    sums: Some(sums),
                 })
                 .await
             }
@@ -302,10 +329,10 @@ impl Node {
             data,
             generation: w.generation,
         };
-        let WriteOutcome { applied, skipped } = if w.repair {
-            v.backend.repair(bw).await?
-        } else {
-            v.backend.write(bw).await?
+        let WriteOutcome { applied, skipped } = match (&w.sums, w.repair) {
+            (Some(sums), repair) => v.backend.write_vouched(bw, sums, repair)?,
+            (None, true) => v.backend.repair(bw).await?,
+            (None, false) => v.backend.write(bw).await?,
         };
         drop(epoch);
         Ok(Response::Written { applied, skipped })

@@ -353,6 +353,51 @@ async fn duplicate_and_reordered_writes_are_skipped() {
     expect_block(&node, 2, g5, 0xD5).await;
 }
 
+/// Writes as masters send them (`VouchedWrite`): the record stores the
+/// checksum the request carried (the node does not hash the data again),
+/// and the generation rule and the repair operation hold as for `Write`.
+#[tokio::test]
+async fn vouched_writes_store_their_checksums_under_the_generation_rule() {
+    let (_dir, node, _uuid) = two_masters().await;
+    let g2 = Generation::new(6, 2);
+    let vouched = |block, g: Generation, fill| write(block, g, fill).vouched();
+    assert!(matches!(vouched(1, g2, 1), Request::VouchedWrite { .. }));
+    assert_eq!(node.handle(vouched(1, g2, 0xA1)).await, written(1, 0));
+    // The read path checks the data against the stored checksum.
+    expect_block(&node, 1, g2, 0xA1).await;
+    let (record, data) = raw(&node, 1).await;
+    assert_eq!(
+        decoded(&record, 1).data_sum,
+        qbd_core::format::checksum128(&[&data])
+    );
+    let older = vouched(1, Generation::new(6, 1), 0xA0);
+    assert_eq!(node.handle(older).await, written(0, 1));
+    let Request::VouchedWrite {
+        volume,
+        part,
+        first,
+        count,
+        sums,
+        data,
+        ..
+    } = vouched(1, Generation::new(6, 1), 0xAF)
+    else {
+        panic!("not vouched");
+    };
+    let repair = Request::VouchedWrite {
+        volume,
+        part,
+        first,
+        count,
+        generation: Generation::new(6, 1).0,
+        repair: true,
+        sums,
+        data,
+    };
+    assert_eq!(node.handle(repair).await, written(1, 0));
+    expect_block(&node, 1, Generation::new(6, 1), 0xAF).await;
+}
+
 #[tokio::test]
 async fn volumes_not_open_and_bad_requests_are_refused() {
     let (_dir, node, uuid) = node_with_volume().await;

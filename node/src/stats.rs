@@ -11,7 +11,8 @@ pub struct NodeStats {
     pub connections: AtomicU64,
     /// Requests answered (any response, errors included).
     pub requests: AtomicU64,
-    /// Frames whose MAC did not verify (forged, corrupted, wrong key).
+    /// Frames whose MAC did not verify (forged, corrupted, wrong key), or
+    /// whose data outside the MAC did not match the checksums under it.
     pub bad_mac: AtomicU64,
     /// Frames whose sequence number was already seen.
     pub replay: AtomicU64,
@@ -56,7 +57,7 @@ impl NodeStats {
     /// Counts a protocol violation of an established session.
     pub(crate) fn count_violation(&self, e: &ProtoError) {
         let counter = match e {
-            ProtoError::BadMac => &self.bad_mac,
+            ProtoError::BadMac | ProtoError::BadTail(_) => &self.bad_mac,
             ProtoError::Replay(_) => &self.replay,
             ProtoError::Malformed { .. } | ProtoError::Handshake(_) => &self.malformed,
         };

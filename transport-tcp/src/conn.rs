@@ -47,6 +47,8 @@ pub struct Outgoing {
     pub opcode: u16,
     /// Encoded payload.
     pub payload: Vec<u8>,
+    /// Trailing payload bytes outside the MAC (`Request::detached_tail`).
+    pub tail: usize,
 }
 
 /// Read buffer of the reader task: many small responses per syscall.
@@ -118,8 +120,14 @@ impl Conn {
         let mut buf = Vec::with_capacity(len.sum());
         let mut out = lock(&self.outbox);
         for o in &batch {
-            out.sealer
-                .seal(FrameKind::Request, o.opcode, o.id, &o.payload, &mut buf);
+            out.sealer.seal_with_tail(
+                FrameKind::Request,
+                o.opcode,
+                o.id,
+                &o.payload,
+                o.tail,
+                &mut buf,
+            );
         }
         if let Err(e) = self.push(&mut out, buf) {
             drop(out);

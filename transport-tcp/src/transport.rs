@@ -165,6 +165,7 @@ impl Inner {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             opcode: req.opcode(),
             payload,
+            tail: req.detached_tail(),
         }
     }
 

@@ -75,8 +75,14 @@ impl MetaRecord {
 
     /// A record for freshly written data.
     pub fn for_data(data: &[u8], generation: Generation) -> Self {
+        Self::for_sum(checksum128(&[data]), generation)
+    }
+
+    /// The record of a data block whose checksum is already known (and
+    /// was checked against the data by whoever computed it).
+    pub fn for_sum(data_sum: [u8; 16], generation: Generation) -> Self {
         MetaRecord {
-            data_sum: checksum128(&[data]),
+            data_sum,
             generation,
             flags: flags::WRITTEN,
             ..MetaRecord::EMPTY

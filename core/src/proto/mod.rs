@@ -27,6 +27,10 @@ pub enum ProtoError {
     /// A frame whose MAC does not verify (forged, corrupted, wrong key).
     #[error("bad MAC")]
     BadMac,
+    /// A frame whose detached tail does not match the checksums its MAC
+    /// covers (forged or corrupted data): as untrusted as a bad MAC.
+    #[error("data outside the MAC does not match its checksum: {0}")]
+    BadTail(String),
     /// A frame whose sequence number was already seen (replay).
     #[error("replayed frame (seq {0})")]
     Replay(u64),

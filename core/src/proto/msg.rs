@@ -36,11 +36,13 @@
 //! | 0x11   | `ListVolume`    | 0x8c   | `VolumeFiles` |
 //! | 0x12   | `ListParts`     | 0x8d   | `PartList`    |
 //! | 0x13   | `ScanParts`     | 0x8e   | `PartScans`   |
-//! |        |                 | 0x8f   | `VouchedBlocks` |
+//! | 0x14   | `VouchedWrite`  | 0x8f   | `VouchedBlocks` |
 //!
 //! Nodes answer `Read` with `VouchedBlocks` ([`vouched`]): its block data
 //! travels outside the frame MAC, vouched for by the stored checksums, and
-//! it decodes into a checked `Blocks`, so receivers never see it.
+//! it decodes into a checked `Blocks`, so receivers never see it. Masters
+//! send data writes as `VouchedWrite` the same way: checksums under the
+//! MAC, checked against the data when decoded.
 //!
 //! The last three serve `qbd verify` (read-only, not fenced, need no open
 //! volume); their codecs live in [`verify`].
@@ -139,6 +141,30 @@ pub enum Request {
         /// The repair operation (applies whatever the stored generation).
         repair: bool,
         /// Whole blocks for `WriteMode::Data`, else empty.
+        data: Vec<u8>,
+    },
+    /// `Write` of data blocks as masters send it: each block's checksum
+    /// (BLAKE3-128, what the node stores in its meta record) under the
+    /// frame MAC, the data after them outside it. Decoding checks every
+    /// block against its checksum (a mismatch is [`ProtoError::BadTail`]),
+    /// so a decoded `VouchedWrite`'s `sums` are the data's: the node hashes
+    /// each block once instead of twice (MAC, then the record's checksum).
+    VouchedWrite {
+        /// Volume number.
+        volume: u16,
+        /// Part.
+        part: PartId,
+        /// First block.
+        first: u32,
+        /// Block count (at least 1).
+        count: u32,
+        /// Generation (its epoch part is checked against the node's epoch).
+        generation: u64,
+        /// The repair operation (applies whatever the stored generation).
+        repair: bool,
+        /// One checksum per block.
+        sums: Vec<[u8; SUM_LEN]>,
+        /// `count` whole blocks.
         data: Vec<u8>,
     },
     /// `Backend::allocate`.
@@ -399,6 +425,8 @@ pub mod op {
     pub const LIST_PARTS: u16 = 0x12;
     /// `Request::ScanParts`.
     pub const SCAN_PARTS: u16 = 0x13;
+    /// `Request::VouchedWrite`.
+    pub const WRITE_VOUCHED: u16 = 0x14;
 
     /// `Response::Pong`.
     pub const PONG: u16 = 0x81;
@@ -658,6 +686,7 @@ impl Request {
             Request::OpenVolume { .. } => op::OPEN_VOLUME,
             Request::Read { .. } => op::READ,
             Request::Write { .. } => op::WRITE,
+            Request::VouchedWrite { .. } => op::WRITE_VOUCHED,
             Request::Allocate { .. } => op::ALLOCATE,
             Request::Recreate { .. } => op::RECREATE,
             Request::Sync { .. } => op::SYNC,
@@ -711,6 +740,7 @@ impl Request {
                 put_bool(out, *repair);
                 put_bytes(out, data);
             }
+            Request::VouchedWrite { .. } => vouched::encode_write(self, out),
             Request::Allocate {
                 volume,
                 epoch,
@@ -800,9 +830,34 @@ impl Request {
         }
     }
 
-    /// Decodes the payload of a request frame with `opcode`.
+    /// Bytes at the end of the encoding that need not be under the frame
+    /// MAC because checksums inside the rest vouch for them (the data of
+    /// `VouchedWrite`); 0 for every other request.
+    pub fn detached_tail(&self) -> usize {
+        match self {
+            Request::VouchedWrite { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+
+    /// Decodes the payload of a request frame with `opcode`, all of it
+    /// authenticated by the frame MAC.
     pub fn decode(opcode: u16, payload: &[u8]) -> Result<Self, ProtoError> {
+        Self::decode_covered(opcode, payload, payload.len())
+    }
+
+    /// Decodes a payload of which the frame MAC covered only the first
+    /// `covered` bytes: only `VouchedWrite` may have such a tail, only its
+    /// data may lie in it, and data that does not match its checksums is
+    /// [`ProtoError::BadTail`].
+    pub fn decode_covered(opcode: u16, payload: &[u8], covered: usize) -> Result<Self, ProtoError> {
         let mut r = Reader::new("request", payload);
+        if covered < payload.len() && opcode != op::WRITE_VOUCHED {
+            return Err(r.err(format!(
+                "opcode {opcode:#06x} with {} bytes outside the MAC",
+                payload.len() - covered
+            )));
+        }
         let req = match opcode {
             op::PING => Request::Ping,
             op::VOLUME_NUMBER => Request::VolumeNumber { name: r.string()? },
@@ -842,6 +897,7 @@ impl Request {
                     data: data.to_vec(),
                 }
             }
+            op::WRITE_VOUCHED => vouched::decode_write(&mut r, payload.len(), covered)?,
             op::ALLOCATE => Request::Allocate {
                 volume: r.u16()?,
                 epoch: r.u64()?,

@@ -20,7 +20,7 @@
 use uuid::Uuid;
 
 use super::frame::{FLAG_DETACHED_TAIL, FrameHeader, FrameKind, HEADER_LEN, MAC_LEN};
-use super::msg::Response;
+use super::msg::{Request, Response};
 use super::{ClusterKey, ProtoError};
 
 /// `derive_key` context of the key that MACs hello frames.
@@ -349,9 +349,27 @@ impl Sealer {
         self.seal_with_tail(kind, resp.opcode(), request_id, scratch, tail, out)
     }
 
+    /// Encodes and seals a request; the data of `VouchedWrite` stays
+    /// outside the MAC, as for [`seal_response`](Self::seal_response).
+    pub fn seal_request(
+        &mut self,
+        request_id: u64,
+        req: &Request,
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) {
+        scratch.clear();
+        req.encode(scratch);
+        let kind = FrameKind::Request;
+        let tail = req.detached_tail();
+        self.seal_with_tail(kind, req.opcode(), request_id, scratch, tail, out)
+    }
+
     /// Seals with the last `tail` payload bytes outside the MAC when the
     /// covered part fits the header's u16 (otherwise the MAC covers all).
-    fn seal_with_tail(
+    /// `tail` must be what the message's `detached_tail()` says for this
+    /// payload (the receiver refuses anything else).
+    pub fn seal_with_tail(
         &mut self,
         kind: FrameKind,
         opcode: u16,
@@ -394,6 +412,8 @@ impl Sealer {
 
 /// An authentic response frame's header and its decoded message.
 pub type Opened = (FrameHeader, Result<Response, ProtoError>);
+/// An authentic request frame's header and its decoded message.
+pub type OpenedRequest = (FrameHeader, Result<Request, ProtoError>);
 
 /// The receiving half of a [`Session`]: its direction key and the replay
 /// window.
@@ -419,13 +439,14 @@ impl Opener {
     /// number against the replay window. Refuses a frame with a detached
     /// tail: only [`open_response`](Self::open_response) checks one.
     pub fn open<'a>(&mut self, frame: &'a [u8]) -> Result<(FrameHeader, &'a [u8]), ProtoError> {
-        let (header, payload) = self.open_covered(frame)?;
+        let (header, payload) = self.authenticate(frame)?;
         if header.detached() {
             return Err(ProtoError::malformed(
                 "frame",
                 "payload outside the MAC where all of it must be under it",
             ));
         }
+        self.accept_seq(header.seq)?;
         Ok((header, payload))
     }
 
@@ -436,18 +457,43 @@ impl Opener {
     /// replay, kind, length). The inner one: an authentic response whose
     /// message does not decode (it fails only its own request).
     pub fn open_response(&mut self, frame: &[u8]) -> Result<Opened, ProtoError> {
-        let (header, payload) = self.open_covered(frame)?;
+        let (header, payload) = self.authenticate(frame)?;
         if header.kind != FrameKind::Response {
             let why = format!("{:?} frame where a response was expected", header.kind);
             return Err(ProtoError::malformed("frame", why));
         }
+        self.accept_seq(header.seq)?;
         let resp = Response::decode_covered(header.opcode, payload, header.mac_covered());
         Ok((header, resp))
     }
 
-    /// The checks of [`open`](Self::open), with the MAC over the header and
-    /// the payload bytes it covers.
-    fn open_covered<'a>(&mut self, frame: &'a [u8]) -> Result<(FrameHeader, &'a [u8]), ProtoError> {
+    /// Opens a request frame and decodes it, checking a detached tail
+    /// against the checksums under the MAC (`msg::VouchedWrite`).
+    ///
+    /// The outer error: the frame is not an authentic request (MAC, replay,
+    /// kind, length, or data that does not match its checksums). The inner
+    /// one: an authentic request that does not decode (answer it with an
+    /// error).
+    pub fn open_request(&mut self, frame: &[u8]) -> Result<OpenedRequest, ProtoError> {
+        let (header, payload) = self.authenticate(frame)?;
+        if header.kind != FrameKind::Request {
+            let why = format!("{:?} frame where a request was expected", header.kind);
+            return Err(ProtoError::malformed("frame", why));
+        }
+        match Request::decode_covered(header.opcode, payload, header.mac_covered()) {
+            Err(e @ ProtoError::BadTail(_)) => Err(e),
+            decoded => {
+                self.accept_seq(header.seq)?;
+                Ok((header, decoded))
+            }
+        }
+    }
+
+    /// The checks of [`open`](Self::open) but the sequence number, with
+    /// the MAC over the header and the payload bytes it covers. The caller
+    /// accepts the sequence number once the frame is found authentic (a
+    /// forged frame must not use up the number of the genuine one).
+    fn authenticate<'a>(&mut self, frame: &'a [u8]) -> Result<(FrameHeader, &'a [u8]), ProtoError> {
         let header = FrameHeader::decode(frame)?;
         if matches!(header.kind, FrameKind::ClientHello | FrameKind::ServerHello) {
             return Err(ProtoError::malformed(
@@ -471,7 +517,6 @@ impl Opener {
         if !mac_eq(&frame[body_end..], &mac(&self.key, &[&frame[..mac_end]])) {
             return Err(ProtoError::BadMac);
         }
-        self.accept_seq(header.seq)?;
         Ok((header, payload))
     }
 

@@ -152,3 +152,54 @@ fn a_covered_part_too_long_for_the_header_falls_back_to_a_whole_mac() {
     };
     assert!(states.iter().all(|s| matches!(s, WireBlockState::Data(_))));
 }
+
+fn vouched_write() -> Request {
+    Request::Write {
+        volume: 3,
+        part: crate::backend::PartId { chunk: 1, part: 0 },
+        first: 2,
+        count: 2,
+        generation: 5,
+        mode: crate::proto::msg::WriteMode::Data,
+        repair: false,
+        data: (0..8192u32).map(|i| (i % 251) as u8).collect(),
+    }
+    .vouched()
+}
+
+#[test]
+fn a_vouched_write_opens_and_a_forged_tail_neither_opens_nor_uses_up_its_number() {
+    let (client, mut node) = pair();
+    let (mut sealer, _) = client.split();
+    let req = vouched_write();
+    let mut genuine = Vec::new();
+    sealer.seal_request(4, &req, &mut Vec::new(), &mut genuine);
+    assert_eq!(
+        FrameHeader::decode(&genuine).expect("header").flags,
+        FLAG_DETACHED_TAIL
+    );
+    let mut forged = genuine.clone();
+    let at = forged.len() - MAC_LEN - 10;
+    forged[at] ^= 0x80;
+    assert!(matches!(
+        node.opener.open_request(&forged),
+        Err(ProtoError::BadTail(_))
+    ));
+    // The genuine frame (same sequence number) still opens, once.
+    let (h, got) = node.opener.open_request(&genuine).expect("genuine opens");
+    assert_eq!((h.request_id, got), (4, Ok(req)));
+    assert!(matches!(
+        node.opener.open_request(&genuine),
+        Err(ProtoError::Replay(_))
+    ));
+}
+
+#[test]
+fn an_authentic_request_that_does_not_decode_is_an_inner_error() {
+    let (client, mut node) = pair();
+    let (mut sealer, _) = client.split();
+    let mut out = Vec::new();
+    sealer.seal(FrameKind::Request, 0x7f7f, 1, b"?", &mut out);
+    let got = node.opener.open_request(&out);
+    assert!(matches!(got, Ok((_, Err(_)))), "{got:?}");
+}

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use qbd_core::proto::ClusterKey;
 use qbd_core::proto::ProtoError;
-use qbd_core::proto::frame::FrameKind;
 use qbd_core::proto::msg::{Request, Response};
 use qbd_core::proto::session::{ClientHandshake, NodeHello, Opener, Sealer};
 use qbd_core::transport::TransportError;
@@ -248,16 +247,8 @@ impl Peer {
             self.finish(job.id, job.tx, Err(gone("no session")));
             return;
         };
-        self.scratch.clear();
-        job.req.encode(&mut self.scratch);
-        let mut sealed = Vec::with_capacity(self.scratch.len() + 48);
-        sealer.seal(
-            FrameKind::Request,
-            job.req.opcode(),
-            job.id,
-            &self.scratch,
-            &mut sealed,
-        );
+        let mut sealed = Vec::with_capacity(job.req.detached_tail() + 512);
+        sealer.seal_request(job.id, &job.req, &mut self.scratch, &mut sealed);
         match self.client.send(now, sealed) {
             Ok(msg) => drop(self.inflight.insert(msg, (job.id, job.tx))),
             Err(e) => self.finish(job.id, job.tx, Err(proto(format!("request not sent: {e}")))),

@@ -67,19 +67,13 @@ impl Sess {
                 self.hello(now, id, &message, key, service);
                 Action::None
             }
-            Proto::Open { opener, .. } => match opener.open(&message) {
+            Proto::Open { opener, .. } => match opener.open_request(&message) {
                 Err(e) => {
                     self.server.reject(id);
                     service.rejected(self.peer, &e);
                     Action::None
                 }
-                Ok((h, _)) if h.kind != FrameKind::Request => {
-                    self.server.reject(id);
-                    let e = ProtoError::malformed("frame", format!("{:?}, not a request", h.kind));
-                    service.rejected(self.peer, &e);
-                    Action::None
-                }
-                Ok((h, payload)) => match Request::decode(h.opcode, payload) {
+                Ok((h, decoded)) => match decoded {
                     Ok(req) => Action::Run {
                         id,
                         rid: h.request_id,

@@ -195,6 +195,36 @@ impl DirBackend {
     /// generation apply) or the repair operation (`force = true`: every
     /// block applies, whatever is stored).
     pub(super) fn write_blocks(&self, w: BlockWrite, force: bool) -> BackendResult<WriteOutcome> {
+        self.write_summed(w, force, None)
+    }
+
+    /// [`write_blocks`](Self::write_blocks) of data whose per-block
+    /// checksums are known and were checked against it (a node decoding a
+    /// `VouchedWrite`), so the records take them instead of hashing the
+    /// data again. `force` is the repair operation.
+    pub fn write_vouched(
+        &self,
+        w: BlockWrite,
+        sums: &[[u8; 16]],
+        force: bool,
+    ) -> BackendResult<WriteOutcome> {
+        if sums.len() != w.count as usize {
+            return Err(CoreError::InvalidSetting(format!(
+                "{} checksums for {} blocks",
+                sums.len(),
+                w.count
+            ))
+            .into());
+        }
+        self.write_summed(w, force, Some(sums))
+    }
+
+    fn write_summed(
+        &self,
+        w: BlockWrite,
+        force: bool,
+        sums: Option<&[[u8; 16]]>,
+    ) -> BackendResult<WriteOutcome> {
         let v = self.vol()?;
         self.check_range(v, w.first, w.count)?;
         let _exclusive = v.write_part(w.part);
@@ -234,9 +264,12 @@ impl DirBackend {
             }
             out.applied += 1;
             mask[i] = true;
-            let rec = match &w.data {
-                WriteData::Bytes(d) => MetaRecord::for_data(&d[i * bs..(i + 1) * bs], w.generation),
-                WriteData::Zero { .. } => MetaRecord::for_zero(w.generation),
+            let rec = match (&w.data, sums) {
+                (WriteData::Bytes(_), Some(sums)) => MetaRecord::for_sum(sums[i], w.generation),
+                (WriteData::Bytes(d), None) => {
+                    MetaRecord::for_data(&d[i * bs..(i + 1) * bs], w.generation)
+                }
+                (WriteData::Zero { .. }, _) => MetaRecord::for_zero(w.generation),
             };
             rec.encode_into(pos, &mut recs[i * RECORD_SIZE..(i + 1) * RECORD_SIZE]);
         }

@@ -18,7 +18,10 @@
 //! block_size` bytes) — last, so the MAC-covered part is a prefix.
 //! Decoding returns `Response::Blocks` with only checked data in it.
 
-use super::{ProtoError, Reader, Response, WireBlockState, put_bytes, put_len, put_u64};
+use super::{
+    ProtoError, Reader, Request, Response, WireBlockState, WriteMode, put_bool, put_bytes, put_len,
+    put_part, put_u16, put_u32, put_u64,
+};
 use crate::format::checksum128;
 
 const TAG_UNWRITTEN: u8 = 0;
@@ -122,6 +125,127 @@ pub(super) fn decode(
     Ok(Response::Blocks { states, data })
 }
 
+impl Request {
+    /// The `VouchedWrite` form of a `Write` of data blocks (its checksums
+    /// computed here, one BLAKE3 pass, which replaces the MAC's pass over
+    /// the data); any other request, or a write whose data is not whole
+    /// blocks, unchanged.
+    pub fn vouched(self) -> Request {
+        match self {
+            Request::Write {
+                volume,
+                part,
+                first,
+                count,
+                generation,
+                mode: WriteMode::Data,
+                repair,
+                data,
+            } if count > 0 && !data.is_empty() && data.len() % count as usize == 0 => {
+                let sums = data
+                    .chunks_exact(data.len() / count as usize)
+                    .map(|b| checksum128(&[b]))
+                    .collect();
+                Request::VouchedWrite {
+                    volume,
+                    part,
+                    first,
+                    count,
+                    generation,
+                    repair,
+                    sums,
+                    data,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Encodes a `VouchedWrite`: volume u16, part, first u32, count u32,
+/// generation u64, repair bool, `count` checksums of 16 bytes, then the
+/// data as bytes (last, outside the MAC).
+pub(super) fn encode_write(req: &Request, out: &mut Vec<u8>) {
+    let Request::VouchedWrite {
+        volume,
+        part,
+        first,
+        count,
+        generation,
+        repair,
+        sums,
+        data,
+    } = req
+    else {
+        return;
+    };
+    out.reserve(32 + SUM_LEN * sums.len() + 4 + data.len());
+    put_u16(out, *volume);
+    put_part(out, *part);
+    put_u32(out, *first);
+    put_u32(out, *count);
+    put_u64(out, *generation);
+    put_bool(out, *repair);
+    for s in sums {
+        out.extend_from_slice(s);
+    }
+    put_bytes(out, data);
+}
+
+/// Decodes a `VouchedWrite` and checks every block against its checksum:
+/// a mismatch is [`ProtoError::BadTail`] (forged or damaged data, to be
+/// treated like a bad MAC), never a write. The count, the checksums and
+/// the data's length must lie in the `covered` bytes.
+pub(super) fn decode_write(
+    r: &mut Reader<'_>,
+    total: usize,
+    covered: usize,
+) -> Result<Request, ProtoError> {
+    let volume = r.u16()?;
+    let part = r.part()?;
+    let first = r.u32()?;
+    let count = r.u32()?;
+    let generation = r.u64()?;
+    let repair = r.bool()?;
+    if count == 0 {
+        return Err(r.err("a vouched write of no blocks"));
+    }
+    let n = count as usize;
+    if n.saturating_mul(SUM_LEN) > r.b.len() {
+        return Err(r.err(format!("truncated: {n} checksums announced")));
+    }
+    let sums = (0..n).map(|_| r.array()).collect::<Result<Vec<_>, _>>()?;
+    let len_end = total - r.b.len() + 4;
+    if len_end > covered {
+        return Err(r.err(format!(
+            "the MAC covers {covered} bytes, the checksums run to {len_end}"
+        )));
+    }
+    let data = r.bytes()?;
+    if data.is_empty() || data.len() % n != 0 {
+        return Err(r.err(format!(
+            "{} data bytes are not {n} whole blocks",
+            data.len()
+        )));
+    }
+    let block = data.len() / n;
+    for (i, (sum, bytes)) in sums.iter().zip(data.chunks_exact(block)).enumerate() {
+        if checksum128(&[bytes]) != *sum {
+            return Err(ProtoError::BadTail(format!("block {i} of {n}")));
+        }
+    }
+    Ok(Request::VouchedWrite {
+        volume,
+        part,
+        first,
+        count,
+        generation,
+        repair,
+        sums,
+        data: data.to_vec(),
+    })
+}
+
 /// The checked state of one block; its bytes are zeroed unless they are
 /// data that matched its checksum (whatever the tail carried for them).
 fn check(claim: VouchedState, bytes: &mut [u8]) -> WireBlockState {
@@ -214,6 +338,81 @@ mod tests {
                 data: vec![]
             })
         );
+    }
+
+    fn write() -> Request {
+        let mut data = vec![3u8; 64];
+        data[40] = 9;
+        Request::Write {
+            volume: 2,
+            part: crate::backend::PartId { chunk: 5, part: 1 },
+            first: 6,
+            count: 2,
+            generation: 77,
+            mode: WriteMode::Data,
+            repair: true,
+            data,
+        }
+        .vouched()
+    }
+
+    #[test]
+    fn a_vouched_write_round_trips_and_its_sums_are_the_datas() {
+        let req = write();
+        let Request::VouchedWrite { sums, data, .. } = &req else {
+            panic!("{req:?}");
+        };
+        assert_eq!(sums[0], checksum128(&[&data[..32]]));
+        assert_eq!(sums[1], checksum128(&[&data[32..]]));
+        let mut b = Vec::new();
+        req.encode(&mut b);
+        assert_eq!(req.detached_tail(), 64);
+        assert_eq!(Request::decode(op::WRITE_VOUCHED, &b), Ok(req.clone()));
+        for n in 0..b.len() {
+            assert!(Request::decode(op::WRITE_VOUCHED, &b[..n]).is_err(), "{n}");
+        }
+        let prefix = b.len() - 64;
+        assert!(Request::decode_covered(op::WRITE_VOUCHED, &b, prefix).is_ok());
+        assert!(Request::decode_covered(op::WRITE_VOUCHED, &b, prefix - 1).is_err());
+    }
+
+    #[test]
+    fn a_vouched_write_whose_data_does_not_match_is_a_bad_tail() {
+        let mut b = Vec::new();
+        write().encode(&mut b);
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert!(matches!(
+            Request::decode(op::WRITE_VOUCHED, &b),
+            Err(ProtoError::BadTail(_))
+        ));
+    }
+
+    #[test]
+    fn only_data_writes_of_whole_blocks_become_vouched() {
+        let zero = Request::Write {
+            volume: 1,
+            part: crate::backend::PartId { chunk: 0, part: 0 },
+            first: 0,
+            count: 1,
+            generation: 1,
+            mode: WriteMode::ZeroFill,
+            repair: false,
+            data: vec![],
+        };
+        assert_eq!(zero.clone().vouched(), zero);
+        let ragged = Request::Write {
+            volume: 1,
+            part: crate::backend::PartId { chunk: 0, part: 0 },
+            first: 0,
+            count: 2,
+            generation: 1,
+            mode: WriteMode::Data,
+            repair: false,
+            data: vec![1; 5],
+        };
+        assert_eq!(ragged.clone().vouched(), ragged);
+        assert_eq!(Request::Ping.vouched(), Request::Ping);
     }
 
     #[test]
