@@ -198,12 +198,15 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut calls = Calls::new();
+    // One registration for the connection's life, not one per request.
+    let broken = out.broken.notified();
+    tokio::pin!(broken);
     let result = async {
         loop {
             let incoming = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => return Ok(()),
-                () = out.broken.notified() => return Ok(()), // writing failed; serve reports why
+                () = &mut broken => return Ok(()), // writing failed; serve reports why
                 incoming = calls.alongside(out, read_request(r, out, n)) => incoming?,
             };
             let queued = match incoming {
