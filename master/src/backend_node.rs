@@ -923,9 +923,11 @@ mod tests {
             &sent[1],
             Request::Write { volume: 4, mode: WriteMode::ZeroPunch, repair: false, generation: 77, data, .. } if data.is_empty()
         ));
+        // Data goes as VouchedWrite: its checksums under the MAC.
         assert!(matches!(
             &sent[2],
-            Request::Write { mode: WriteMode::Data, repair: true, data, .. } if data.len() == 3 * 4096
+            Request::VouchedWrite { repair: true, data, sums, count: 3, .. }
+                if data.len() == 3 * 4096 && sums.len() == 3
         ));
     }
 
