@@ -13,6 +13,7 @@ use qbd_core::backend::BoxFut;
 use qbd_core::proto::ClusterKey;
 use qbd_core::proto::msg::{ErrorCode, Response};
 
+use super::gate::SlowGate;
 use super::session::{Action, Sess};
 use super::{ServeStats, Service, lock};
 use crate::af_packet::{FrameBatch, Handler, PollerSender};
@@ -62,6 +63,8 @@ pub(super) struct ServeHandler {
     /// The MTU each master's last ping proved (to us).
     jumbo: HashMap<Mac, usize>,
     done: Arc<DoneQueue>,
+    /// Whether quick-but-may-block requests (writes) still run inline.
+    gate: SlowGate,
     taken: Vec<Done>,
     retired: Stats,
     dropped: u64,
@@ -90,6 +93,7 @@ impl ServeHandler {
             sessions: HashMap::new(),
             jumbo: HashMap::new(),
             done: Arc::new(DoneQueue::default()),
+            gate: SlowGate::default(),
             taken: Vec::new(),
             retired: Stats::default(),
             dropped: 0,
@@ -112,6 +116,7 @@ impl ServeHandler {
         stats.dropped = self.dropped;
         stats.sessions = self.sessions.len();
         stats.evicted = self.evicted;
+        stats.slow_inline = self.gate.closed;
     }
 
     fn on_probe(&mut self, frame: &[u8], out: &mut FrameBatch) {
@@ -208,9 +213,13 @@ impl ServeHandler {
         };
         while let Some(action) = sess.next_action(now, &setup.key, setup.service.as_ref()) {
             if let Action::Run { id, rid, req } = action {
-                let inline = setup.service.inline(&req);
+                let gated = !setup.service.inline(&req)
+                    && setup.service.inline_while_quick(&req)
+                    && self.gate.open(now);
+                let inline = gated || setup.service.inline(&req);
                 let call = setup.service.call(req);
                 let task = Task { key, id, rid };
+                let started = gated.then(Instant::now);
                 let ran = run(
                     &setup.runtime,
                     call,
@@ -219,6 +228,10 @@ impl ServeHandler {
                     &setup.doorbell,
                     task,
                 );
+                if let Some(t0) = started {
+                    let end = Instant::now();
+                    self.gate.record(end - t0, end);
+                }
                 if let Some(resp) = ran {
                     sess.answer(now, id, rid, &resp);
                 }

@@ -27,6 +27,7 @@
 //!   that were not ready, run in tokio tasks whose answers come back
 //!   through a queue and the poller's doorbell.
 
+mod gate;
 mod handler;
 mod session;
 
@@ -40,6 +41,9 @@ use qbd_core::proto::session::NodeHello;
 use qbd_core::proto::{ClusterKey, ProtoError};
 
 use self::handler::ServeHandler;
+
+/// Largest write [`Service::inline_while_quick`] tries inline by default.
+pub const INLINE_WRITE_MAX: usize = 64 << 10;
 use crate::af_packet::{PacketSocket, Poller, PollerConfig, PollerStats, SocketConfig};
 use crate::engine::{Config, Mac, Stats};
 use crate::epoch::fresh_epoch;
@@ -59,6 +63,18 @@ pub trait Service: Send + Sync + 'static {
             req,
             Request::Ping | Request::Read { .. } | Request::ReadRaw { .. }
         )
+    }
+    /// Whether `req` may be tried inline while such calls stay quick
+    /// (`gate.rs`: one slower than 200 µs sends them to tokio for a
+    /// back-off). Default: writes of up to 64 KiB, which usually only copy
+    /// into the page cache but may wait on its writeback.
+    fn inline_while_quick(&self, req: &Request) -> bool {
+        match req {
+            Request::Write { data, .. } | Request::VouchedWrite { data, .. } => {
+                data.len() <= INLINE_WRITE_MAX
+            }
+            _ => false,
+        }
     }
     /// A message of an established session failed to authenticate or
     /// decode (count it).
@@ -114,6 +130,9 @@ pub struct ServeStats {
     pub sessions: usize,
     /// Sessions evicted because `max_sessions` were in use.
     pub evicted: u64,
+    /// Times an inline write took over 200 µs, sending writes to tokio
+    /// for a back-off (`Service::inline_while_quick`).
+    pub slow_inline: u64,
     /// The polling thread's and socket's counters.
     pub poller: PollerStats,
 }
