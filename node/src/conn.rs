@@ -410,7 +410,7 @@ impl Outbox {
             return 0; // `permit` returns on drop
         }
         st.sealer
-            .seal_response(request_id, resp, &mut st.scratch, &mut st.queued);
+            .seal_message(request_id, resp, &mut st.scratch, &mut st.queued);
         if st.scratch.capacity() > KEEP_CAPACITY {
             st.scratch = Vec::new();
         }

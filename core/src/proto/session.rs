@@ -331,38 +331,22 @@ impl Sealer {
         self.seal_with_tail(kind, opcode, request_id, payload, 0, out)
     }
 
-    /// Encodes and seals a response. The data of `VouchedBlocks` stays
-    /// outside the MAC (`frame::FLAG_DETACHED_TAIL`), vouched for by the
-    /// checksums under it, so sealing a read answer hashes ~100 bytes, not
-    /// the data. `scratch` is reused for the encoding.
-    pub fn seal_response(
+    /// Encodes and seals a request or a response. The data of
+    /// `VouchedBlocks` and `VouchedWrite` stays outside the MAC
+    /// (`frame::FLAG_DETACHED_TAIL`), vouched for by the checksums under
+    /// it, so sealing a 4 KiB read answer hashes ~100 bytes, not the data.
+    /// `scratch` is reused for the encoding.
+    pub fn seal_message<M: Message>(
         &mut self,
         request_id: u64,
-        resp: &Response,
+        msg: &M,
         scratch: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) {
         scratch.clear();
-        resp.encode(scratch);
-        let kind = FrameKind::Response;
-        let tail = resp.detached_tail();
-        self.seal_with_tail(kind, resp.opcode(), request_id, scratch, tail, out)
-    }
-
-    /// Encodes and seals a request; the data of `VouchedWrite` stays
-    /// outside the MAC, as for [`seal_response`](Self::seal_response).
-    pub fn seal_request(
-        &mut self,
-        request_id: u64,
-        req: &Request,
-        scratch: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) {
-        scratch.clear();
-        req.encode(scratch);
-        let kind = FrameKind::Request;
-        let tail = req.detached_tail();
-        self.seal_with_tail(kind, req.opcode(), request_id, scratch, tail, out)
+        msg.encode(scratch);
+        let (opcode, tail) = (msg.opcode(), msg.detached_tail());
+        self.seal_with_tail(M::KIND, opcode, request_id, scratch, tail, out)
     }
 
     /// Seals with the last `tail` payload bytes outside the MAC when the
@@ -407,6 +391,44 @@ impl Sealer {
     /// The sequence number the next sealed frame will carry.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+}
+
+/// What [`Sealer::seal_message`] seals: a request or a response.
+pub trait Message {
+    /// The frame kind that carries it.
+    const KIND: FrameKind;
+    /// Its opcode.
+    fn opcode(&self) -> u16;
+    /// Appends its payload encoding.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Trailing payload bytes vouched for by checksums, outside the MAC.
+    fn detached_tail(&self) -> usize;
+}
+
+impl Message for Request {
+    const KIND: FrameKind = FrameKind::Request;
+    fn opcode(&self) -> u16 {
+        Request::opcode(self)
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        Request::encode(self, out)
+    }
+    fn detached_tail(&self) -> usize {
+        Request::detached_tail(self)
+    }
+}
+
+impl Message for Response {
+    const KIND: FrameKind = FrameKind::Response;
+    fn opcode(&self) -> u16 {
+        Response::opcode(self)
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        Response::encode(self, out)
+    }
+    fn detached_tail(&self) -> usize {
+        Response::detached_tail(self)
     }
 }
 

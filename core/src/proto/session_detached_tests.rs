@@ -40,7 +40,7 @@ fn sealed_answer(node: &mut Session) -> Vec<u8> {
     let (resp, _) = answer();
     let (mut sealer, _) = std::mem::replace(node, pair().1).split();
     let mut out = Vec::new();
-    sealer.seal_response(11, &resp, &mut Vec::new(), &mut out);
+    sealer.seal_message(11, &resp, &mut Vec::new(), &mut out);
     out
 }
 
@@ -143,7 +143,7 @@ fn a_covered_part_too_long_for_the_header_falls_back_to_a_whole_mac() {
         data: block.repeat(n as usize),
     };
     let mut out = Vec::new();
-    sealer.seal_response(2, &resp, &mut Vec::new(), &mut out);
+    sealer.seal_message(2, &resp, &mut Vec::new(), &mut out);
     assert_eq!(FrameHeader::decode(&out).expect("header").flags, 0);
     let (_, resp) = client.opener.open_response(&out).expect("opens");
     let resp = resp.expect("decodes");
@@ -173,7 +173,7 @@ fn a_vouched_write_opens_and_a_forged_tail_neither_opens_nor_uses_up_its_number(
     let (mut sealer, _) = client.split();
     let req = vouched_write();
     let mut genuine = Vec::new();
-    sealer.seal_request(4, &req, &mut Vec::new(), &mut genuine);
+    sealer.seal_message(4, &req, &mut Vec::new(), &mut genuine);
     assert_eq!(
         FrameHeader::decode(&genuine).expect("header").flags,
         FLAG_DETACHED_TAIL

@@ -248,7 +248,7 @@ impl Peer {
             return;
         };
         let mut sealed = Vec::with_capacity(job.req.detached_tail() + 512);
-        sealer.seal_request(job.id, &job.req, &mut self.scratch, &mut sealed);
+        sealer.seal_message(job.id, &job.req, &mut self.scratch, &mut sealed);
         match self.client.send(now, sealed) {
             Ok(msg) => drop(self.inflight.insert(msg, (job.id, job.tx))),
             Err(e) => self.finish(job.id, job.tx, Err(proto(format!("request not sent: {e}")))),

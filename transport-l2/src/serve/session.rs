@@ -134,7 +134,7 @@ impl Sess {
             return;
         };
         let mut sealed = Vec::with_capacity(resp.detached_tail() + 512);
-        sealer.seal_response(rid, resp, &mut self.scratch, &mut sealed);
+        sealer.seal_message(rid, resp, &mut self.scratch, &mut sealed);
         self.respond(now, id, sealed);
     }
 
