@@ -24,10 +24,11 @@ use super::{
 };
 use crate::format::checksum128;
 
-const TAG_UNWRITTEN: u8 = 0;
-const TAG_DATA: u8 = 1;
-const TAG_ZERO: u8 = 2;
-const TAG_CORRUPT: u8 = 3;
+// The state tags are `Blocks`' (`STATE_*`); `Data` adds the checksum.
+use super::{
+    STATE_CORRUPT as TAG_CORRUPT, STATE_DATA as TAG_DATA, STATE_UNWRITTEN as TAG_UNWRITTEN,
+    STATE_ZERO as TAG_ZERO,
+};
 
 /// Checksum length (BLAKE3 truncated to 128 bits, as in meta records).
 pub const SUM_LEN: usize = 16;
