@@ -23,8 +23,10 @@ use crate::backend::{
     WriteData, WriteOutcome,
 };
 use crate::format::alloc::PAGE;
+use crate::format::checksum128;
 use crate::format::header::{HEADER_LEN, PartHeader};
 use crate::format::record::{MetaRecord, RECORD_SIZE, RecordPos};
+use crate::generation::Generation;
 use crate::proto::msg::VouchedState;
 
 /// Whether a part file exists for reading.
@@ -124,20 +126,7 @@ impl DirBackend {
         first: u32,
         count: u32,
     ) -> BackendResult<PartRead> {
-        let (recs, mut data, bs) = self.read_stored(part, first, count)?;
-        let Some(recs) = recs else {
-            return Ok(PartRead {
-                data,
-                blocks: vec![BlockState::Unwritten; count as usize],
-            });
-        };
-        let blocks = (0..count as usize)
-            .map(|i| {
-                let pos = pos_of(part, first, i);
-                let block = &mut data[i * bs..(i + 1) * bs];
-                judge_block(&recs[i * RECORD_SIZE..(i + 1) * RECORD_SIZE], pos, block)
-            })
-            .collect();
+        let (blocks, data) = self.read_each(part, first, count, judge_block)?;
         Ok(PartRead { data, blocks })
     }
 
@@ -153,29 +142,19 @@ impl DirBackend {
         first: u32,
         count: u32,
     ) -> BackendResult<(Vec<VouchedState>, Vec<u8>)> {
-        let (recs, mut data, bs) = self.read_stored(part, first, count)?;
-        let Some(recs) = recs else {
-            return Ok((vec![VouchedState::Unwritten; count as usize], data));
-        };
-        let states = (0..count as usize)
-            .map(|i| {
-                let pos = pos_of(part, first, i);
-                let block = &mut data[i * bs..(i + 1) * bs];
-                claim_block(&recs[i * RECORD_SIZE..(i + 1) * RECORD_SIZE], pos, block)
-            })
-            .collect();
-        Ok((states, data))
+        self.read_each(part, first, count, claim_block)
     }
 
-    /// The records and data of `count` blocks from `first` under the part's
-    /// shared lock, and the block size; no records (and zeros) for a part
-    /// that was never written.
-    fn read_stored(
+    /// Reads the records and data of `count` blocks from `first` under the
+    /// part's shared lock and states each block with `state` (its record,
+    /// position and data); a part never written reads as unwritten zeros.
+    fn read_each<S>(
         &self,
         part: PartId,
         first: u32,
         count: u32,
-    ) -> BackendResult<(Option<Vec<u8>>, Vec<u8>, usize)> {
+        state: fn(&[u8], RecordPos, &mut [u8]) -> S,
+    ) -> BackendResult<(Vec<S>, Vec<u8>)> {
         let v = self.vol()?;
         self.check_range(v, first, count)?;
         let _shared = v.read_part(part);
@@ -183,12 +162,15 @@ impl DirBackend {
         let mut data = vec![0u8; count as usize * bs];
         let file = match self.handle(v, part)? {
             Handle::Open(f) => f,
-            Handle::NeverWritten => return Ok((None, data, bs)),
+            Handle::NeverWritten => {
+                let recs = vec![0u8; count as usize * RECORD_SIZE];
+                return Ok((states_of(&recs, part, first, bs, &mut data, state), data));
+            }
         };
         let recs = self.read_records(&file, v, part, first, count)?;
         file.read_exact_at(&mut data, v.layout.data_offset_of(first))
             .map_err(|e| self.corrupt(part, format!("data region unreadable: {e}")))?;
-        Ok((Some(recs), data, bs))
+        Ok((states_of(&recs, part, first, bs, &mut data, state), data))
     }
 
     /// A normal write (`force = false`: only blocks with an older stored
@@ -487,12 +469,28 @@ impl DirBackend {
 }
 
 /// Decides what one block holds, zeroing `data` unless it is verified data.
-fn pos_of(part: PartId, first: u32, i: usize) -> RecordPos {
-    RecordPos {
-        chunk: part.chunk,
-        part: part.part,
-        block: first + i as u32,
-    }
+/// `state` of each block of `data` (blocks of `bs` bytes from `first`)
+/// with its record from `recs`.
+fn states_of<S>(
+    recs: &[u8],
+    part: PartId,
+    first: u32,
+    bs: usize,
+    data: &mut [u8],
+    state: fn(&[u8], RecordPos, &mut [u8]) -> S,
+) -> Vec<S> {
+    recs.chunks_exact(RECORD_SIZE)
+        .zip(data.chunks_exact_mut(bs))
+        .enumerate()
+        .map(|(i, (rec, block))| {
+            let pos = RecordPos {
+                chunk: part.chunk,
+                part: part.part,
+                block: first + i as u32,
+            };
+            state(rec, pos, block)
+        })
+        .collect()
 }
 
 /// What one block's record claims; the data is zeroed unless it claims data.
@@ -512,14 +510,19 @@ fn claim_block(rec: &[u8], pos: RecordPos, data: &mut [u8]) -> VouchedState {
     state
 }
 
+/// What a block is, its data checked against its record's checksum
+/// (`claim_block`, then the check).
 fn judge_block(rec: &[u8], pos: RecordPos, data: &mut [u8]) -> BlockState {
-    let state = match MetaRecord::decode(rec, pos) {
-        Err(e) => BlockState::Corrupt(e.to_string()),
-        Ok(r) if r.is_empty() => BlockState::Unwritten,
-        Ok(r) if r.is_zero() => BlockState::Zero(r.generation),
-        Ok(r) if r.matches(data) => return BlockState::Data(r.generation),
-        Ok(_) => BlockState::Corrupt("data checksum mismatch".into()),
-    };
-    data.fill(0);
-    state
+    match claim_block(rec, pos, data) {
+        VouchedState::Data { generation, sum } if checksum128(&[data]) == sum => {
+            BlockState::Data(Generation(generation))
+        }
+        VouchedState::Data { .. } => {
+            data.fill(0);
+            BlockState::Corrupt("data checksum mismatch".into())
+        }
+        VouchedState::Unwritten => BlockState::Unwritten,
+        VouchedState::Zero(g) => BlockState::Zero(Generation(g)),
+        VouchedState::Corrupt(why) => BlockState::Corrupt(why),
+    }
 }
