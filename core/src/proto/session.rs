@@ -479,11 +479,7 @@ impl Opener {
     /// replay, kind, length). The inner one: an authentic response whose
     /// message does not decode (it fails only its own request).
     pub fn open_response(&mut self, frame: &[u8]) -> Result<Opened, ProtoError> {
-        let (header, payload) = self.authenticate(frame)?;
-        if header.kind != FrameKind::Response {
-            let why = format!("{:?} frame where a response was expected", header.kind);
-            return Err(ProtoError::malformed("frame", why));
-        }
+        let (header, payload) = self.authenticate_as(FrameKind::Response, frame)?;
         self.accept_seq(header.seq)?;
         let resp = Response::decode_covered(header.opcode, payload, header.mac_covered());
         Ok((header, resp))
@@ -497,11 +493,7 @@ impl Opener {
     /// one: an authentic request that does not decode (answer it with an
     /// error).
     pub fn open_request(&mut self, frame: &[u8]) -> Result<OpenedRequest, ProtoError> {
-        let (header, payload) = self.authenticate(frame)?;
-        if header.kind != FrameKind::Request {
-            let why = format!("{:?} frame where a request was expected", header.kind);
-            return Err(ProtoError::malformed("frame", why));
-        }
+        let (header, payload) = self.authenticate_as(FrameKind::Request, frame)?;
         match Request::decode_covered(header.opcode, payload, header.mac_covered()) {
             Err(e @ ProtoError::BadTail(_)) => Err(e),
             decoded => {
@@ -511,11 +503,25 @@ impl Opener {
         }
     }
 
+    /// [`authenticate`](Self::authenticate) a frame that must be of `kind`.
+    fn authenticate_as<'a>(
+        &self,
+        kind: FrameKind,
+        frame: &'a [u8],
+    ) -> Result<(FrameHeader, &'a [u8]), ProtoError> {
+        let (header, payload) = self.authenticate(frame)?;
+        if header.kind != kind {
+            let why = format!("{:?} frame where a {kind:?} was expected", header.kind);
+            return Err(ProtoError::malformed("frame", why));
+        }
+        Ok((header, payload))
+    }
+
     /// The checks of [`open`](Self::open) but the sequence number, with
     /// the MAC over the header and the payload bytes it covers. The caller
     /// accepts the sequence number once the frame is found authentic (a
     /// forged frame must not use up the number of the genuine one).
-    fn authenticate<'a>(&mut self, frame: &'a [u8]) -> Result<(FrameHeader, &'a [u8]), ProtoError> {
+    fn authenticate<'a>(&self, frame: &'a [u8]) -> Result<(FrameHeader, &'a [u8]), ProtoError> {
         let header = FrameHeader::decode(frame)?;
         if matches!(header.kind, FrameKind::ClientHello | FrameKind::ServerHello) {
             return Err(ProtoError::malformed(
