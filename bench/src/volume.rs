@@ -109,12 +109,13 @@ impl Volume {
     fn write_with(&self, block: u32, counter: u64) -> Request {
         Request::Write {
             volume: self.number,
+            epoch: self.epoch,
             part: PART,
             first: block,
             count: 1,
             generation: Generation::new(self.epoch, counter).0,
             mode: WriteMode::Data,
-            repair: false,
+            heal: false,
             data: self.payload.clone(),
         }
         // As the master sends it: checksums under the MAC, data outside.
@@ -129,6 +130,7 @@ impl Volume {
             Op::Ping => Request::Ping,
             Op::Read => Request::Read {
                 volume: self.number,
+                epoch: self.epoch,
                 part: PART,
                 first: (next_random(rng) % u64::from(self.blocks)) as u32,
                 count: 1,

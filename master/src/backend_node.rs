@@ -7,8 +7,8 @@
 //! their file bytes, decoded (and checked against the volume UUID) here.
 //!
 //! Errors: the node's error codes map onto the matching `BackendError`
-//! (`PartMissing`, `PartCorrupt`, `NotOpen`; a stale epoch reads as "locked
-//! by another master"; out of space keeps `is_no_space()`); a transport
+//! (`PartMissing`, `PartCorrupt`, `NotOpen`; a stale epoch is `Fenced`:
+//! another master holds the volume; out of space keeps `is_no_space()`); a transport
 //! failure (timeout, lost connection, a frame that does not verify) is an
 //! I/O error of this backend, so the volume marks it failed and its
 //! maintenance readmits it (re-opening the volume) when it answers again.
@@ -18,13 +18,16 @@
 //! their covers are stored) are the `ReadRaw` and `WriteRaw` requests, one
 //! block each; a raw reply must hold exactly one block of data.
 //!
-//! Epochs: `Allocate`, `Recreate`, `SetStale` and `WriteRaw` carry this
-//! master's epoch for the volume so the node can refuse them once a newer
-//! master has taken it (`StaleEpoch`), as it refuses the writes of an older
-//! epoch. That epoch
-//! is the highest one this backend has successfully saved (`save_meta`, the
-//! epoch compare-and-set) or, before any, opened the volume with; a node's
-//! epoch only grows, so the highest accepted is the last.
+//! Epochs: every request that reads or changes the volume's data (`Read`,
+//! `Write`, `ReadRaw`, `WriteRaw`, `Allocate`, `Recreate`, `SetStale`)
+//! carries this master's session epoch for the volume, so the node refuses
+//! it once another master has taken the volume (`StaleEpoch`, mapped to
+//! [`BackendError::Fenced`]: the volume stops serving). The fence is never
+//! the epoch inside a block's generation: a heal writes old generations by
+//! design (`docs/heal.md`). The session epoch is the highest one this
+//! backend has successfully saved (`save_meta`, the epoch compare-and-set)
+//! or, before any, opened the volume with; a node's epoch only grows, so
+//! the highest accepted is the last.
 
 use std::io;
 use std::net::SocketAddr;
@@ -141,9 +144,10 @@ impl NodeBackend {
                 why: message,
             },
             (ErrorCode::NotOpen, _) => BackendError::NotOpen(backend),
-            (ErrorCode::StaleEpoch, _) => {
-                CoreError::Locked(PathBuf::from(format!("{backend} ({message})"))).into()
-            }
+            (ErrorCode::StaleEpoch, _) => BackendError::Fenced {
+                backend,
+                why: message,
+            },
             // Only the errno keeps `is_no_space()` true; the message is lost.
             (ErrorCode::NoSpace, _) => self.io(io::Error::from_raw_os_error(28)),
             (ErrorCode::Invalid, _) => {
@@ -214,7 +218,7 @@ impl NodeBackend {
         Ok(PartRead { data, blocks })
     }
 
-    async fn send_write(&self, w: BlockWrite, repair: bool) -> BackendResult<WriteOutcome> {
+    async fn send_write(&self, w: BlockWrite, heal: bool) -> BackendResult<WriteOutcome> {
         let o = self.opened()?;
         let (mode, data) = match w.data {
             WriteData::Bytes(b) => (WriteMode::Data, b),
@@ -223,12 +227,13 @@ impl NodeBackend {
         };
         let req = Request::Write {
             volume: o.number,
+            epoch: self.epoch(),
             part: w.part,
             first: w.first,
             count: w.count,
             generation: w.generation.0,
             mode,
-            repair,
+            heal,
             data,
         }
         .vouched();
@@ -356,6 +361,7 @@ impl Backend for NodeBackend {
             let o = self.opened()?;
             let req = Request::Read {
                 volume: o.number,
+                epoch: self.epoch(),
                 part,
                 first,
                 count,
@@ -387,7 +393,7 @@ impl Backend for NodeBackend {
         })
     }
 
-    fn repair(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
+    fn heal(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
         Box::pin(self.send_write(w, true))
     }
 
@@ -442,6 +448,7 @@ impl Backend for NodeBackend {
             let o = self.opened()?;
             let req = Request::ReadRaw {
                 volume: o.number,
+                epoch: self.epoch(),
                 part,
                 block,
             };
@@ -809,7 +816,7 @@ mod tests {
         let mut refused = next.clone();
         refused.epoch = 9;
         let e = b.save_meta(refused).await.unwrap_err();
-        assert!(matches!(e, BackendError::Core(CoreError::Locked(_))), "{e}");
+        assert!(e.is_fenced(), "{e}");
         b.clear_stale(of, vec![2]).await.unwrap();
         b.open_volume(m).await.unwrap();
         b.allocate(PART).await.unwrap();
@@ -915,18 +922,18 @@ mod tests {
                 skipped: 2
             }
         );
-        b.repair(w(WriteData::Bytes(vec![9; 3 * 4096])))
+        b.heal(w(WriteData::Bytes(vec![9; 3 * 4096])))
             .await
             .unwrap();
         let sent = t.sent.lock().unwrap();
         assert!(matches!(
             &sent[1],
-            Request::Write { volume: 4, mode: WriteMode::ZeroPunch, repair: false, generation: 77, data, .. } if data.is_empty()
+            Request::Write { volume: 4, mode: WriteMode::ZeroPunch, heal: false, generation: 77, data, .. } if data.is_empty()
         ));
         // Data goes as VouchedWrite: its checksums under the MAC.
         assert!(matches!(
             &sent[2],
-            Request::VouchedWrite { repair: true, data, sums, count: 3, .. }
+            Request::VouchedWrite { heal: true, data, sums, count: 3, .. }
                 if data.len() == 3 * 4096 && sums.len() == 3
         ));
     }
@@ -964,7 +971,7 @@ mod tests {
         let e = b.allocate(PART).await.unwrap_err();
         assert!(matches!(e, BackendError::NotOpen(_)), "{e}");
         let e = b.allocate(PART).await.unwrap_err();
-        assert!(matches!(e, BackendError::Core(CoreError::Locked(_))), "{e}");
+        assert!(e.is_fenced(), "{e}");
         assert!(b.allocate(PART).await.unwrap_err().is_no_space());
         let e = b.allocate(PART).await.unwrap_err();
         assert!(e.to_string().contains("why"), "{e}");
@@ -1023,6 +1030,7 @@ mod tests {
             sent[1],
             Request::ReadRaw {
                 volume: 4,
+                epoch: 3,
                 part: PART,
                 block: 9
             }

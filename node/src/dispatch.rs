@@ -5,13 +5,19 @@
 //! `DirBackend` (or of the root for the volume list and `.meta`). Two rules
 //! sit on top:
 //! - `SaveMeta` is the epoch compare-and-set: accepted only if its epoch is
-//!   ≥ the volume's, which it then becomes;
-//! - `Write` (normal or repair) is accepted only if its generation's epoch
-//!   is ≥ the volume's epoch; then the backend's generation rule applies;
-//! - `Allocate`, `Recreate`, `SetStale` and `WriteRaw` are accepted only
-//!   if their `epoch` is ≥ the volume's epoch (a master that lost the
-//!   volume must not empty a part, clear a degraded-map bit or overwrite a
-//!   parity record). `Sync`, `Read` and `ReadRaw` are not fenced.
+//!   newer than the volume's, or the same epoch from the same master
+//!   (`.meta`'s `master`); it then becomes the volume's claim. Two masters
+//!   can never hold one epoch.
+//! - `Read`, `Write` (normal or heal), `ReadRaw`, `WriteRaw`, `Allocate`,
+//!   `Recreate` and `SetStale` carry the sender's **session epoch** and are
+//!   accepted only if it is the volume's epoch: older is a master that lost
+//!   the volume (it must neither read what the new one writes nor write,
+//!   empty a part, clear a degraded-map bit or overwrite a parity record);
+//!   newer was never claimed here. The fence is never the epoch inside a
+//!   block's generation: a heal (`docs/heal.md`) writes a block at its
+//!   source's generation, old by design. After the fence a normal write
+//!   applies the backend's generation rule; a heal replaces the blocks.
+//!   `Sync` is not fenced (it changes no data).
 //!
 //! `ListVolume`, `ListParts` and `ScanParts` (for `qbd verify`) read the
 //! volume directory and part files directly, never write, need no open
@@ -33,7 +39,7 @@ use qbd_core::format::record::RECORD_SIZE;
 use qbd_core::generation::Generation;
 use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::placement::BackendId;
-use qbd_core::proto::msg::{Request, Response, SUM_LEN, WriteMode};
+use qbd_core::proto::msg::{ErrorCode, Request, Response, SUM_LEN, WriteMode};
 use uuid::Uuid;
 
 use qbd_core::backend::dir::listing;
@@ -42,7 +48,7 @@ use qbd_core::proto::msg::MAX_PAYLOAD;
 use qbd_core::verify::PartScan;
 
 use crate::error::Refusal;
-use crate::node::{Node, NodeVolume};
+use crate::node::{Claim, Node, NodeVolume};
 
 type Answer = Result<Response, Refusal>;
 
@@ -59,12 +65,13 @@ struct RawWriteReq {
 /// A `Write` request's fields.
 struct WriteReq {
     volume: u16,
+    epoch: u64,
     part: PartId,
     first: u32,
     count: u32,
     generation: Generation,
     mode: WriteMode,
-    repair: bool,
+    heal: bool,
     data: Vec<u8>,
     /// The blocks' checksums, checked against `data` when the request was
     /// decoded (`VouchedWrite`): the records take them as they are.
@@ -85,28 +92,31 @@ impl Node {
             Request::OpenVolume { meta } => self.open_volume(&meta).await,
             Request::Read {
                 volume,
+                epoch,
                 part,
                 first,
                 count,
-            } => self.read(volume, part, first, count).await,
+            } => self.read(volume, epoch, part, first, count).await,
             Request::Write {
                 volume,
+                epoch,
                 part,
                 first,
                 count,
                 generation,
                 mode,
-                repair,
+                heal,
                 data,
             } => {
                 self.write(WriteReq {
                     volume,
+                    epoch,
                     part,
                     first,
                     count,
                     generation: Generation(generation),
                     mode,
-                    repair,
+                    heal,
                     data,
                     sums: None,
                 })
@@ -114,22 +124,24 @@ impl Node {
             }
             Request::VouchedWrite {
                 volume,
+                epoch,
                 part,
                 first,
                 count,
                 generation,
-                repair,
+                heal,
                 sums,
                 data,
             } => {
                 self.write(WriteReq {
                     volume,
+                    epoch,
                     part,
                     first,
                     count,
                     generation: Generation(generation),
                     mode: WriteMode::Data,
-                    repair,
+                    heal,
                     data,
                     sums: Some(sums),
                 })
@@ -156,9 +168,10 @@ impl Node {
             } => self.set_stale(volume, epoch, of, stale, chunks).await,
             Request::ReadRaw {
                 volume,
+                epoch,
                 part,
                 block,
-            } => self.read_raw(volume, part, block).await,
+            } => self.read_raw(volume, epoch, part, block).await,
             Request::WriteRaw {
                 volume,
                 epoch,
@@ -254,8 +267,13 @@ impl Node {
         let _one_at_a_time = self.creating().await;
         self.root_backend().create_volume(meta.clone()).await?;
         let v = self.volume_or_new(meta.number)?;
-        let mut epoch = v.epoch.write().await;
-        *epoch = (*epoch).max(meta.epoch);
+        let mut claim = v.epoch.write().await;
+        if meta.epoch > claim.epoch {
+            *claim = Claim {
+                epoch: meta.epoch,
+                master: meta.master,
+            };
+        }
         Ok(Response::Done)
     }
 
@@ -266,19 +284,32 @@ impl Node {
         Ok(Response::Meta(text))
     }
 
-    /// The epoch compare-and-set: persist first, then take the new epoch,
-    /// all under the exclusive epoch lock so no write of the old epoch is in
-    /// flight meanwhile.
+    /// The epoch compare-and-set: a newer epoch, or the same epoch from
+    /// the master holding it; persist first, then take the new claim, all
+    /// under the exclusive claim lock so no request of the old session is
+    /// in flight meanwhile.
     async fn save_meta(&self, text: &str) -> Answer {
         let meta = parse_meta(text)?;
         let v = self.volume_or_new(meta.number)?;
-        let mut epoch = v.epoch.write().await;
-        if meta.epoch < *epoch {
-            return Err(Refusal::stale_epoch("SaveMeta", meta.epoch, *epoch));
+        let mut claim = v.epoch.write().await;
+        if meta.epoch < claim.epoch {
+            return Err(Refusal::stale_epoch("SaveMeta", meta.epoch, claim.epoch));
         }
-        let new = meta.epoch;
+        if meta.epoch == claim.epoch && meta.master != claim.master {
+            return Err(Refusal::new(
+                ErrorCode::StaleEpoch,
+                format!(
+                    "epoch {} is already held by master {:?}, not {:?}",
+                    claim.epoch, claim.master, meta.master
+                ),
+            ));
+        }
+        let new = Claim {
+            epoch: meta.epoch,
+            master: meta.master.clone(),
+        };
         v.backend.save_meta(meta).await?;
-        *epoch = new;
+        *claim = new;
         Ok(Response::Done)
     }
 
@@ -303,13 +334,17 @@ impl Node {
     /// Answers with the stored checksums and unchecked data: the master
     /// checks each block once, end to end (`msg::VouchedBlocks`), so the
     /// node hashes nothing to answer a read.
-    async fn read(&self, volume: u16, part: PartId, first: u32, count: u32) -> Answer {
+    async fn read(&self, volume: u16, epoch: u64, part: PartId, first: u32, count: u32) -> Answer {
         let v = self.touched(volume)?;
+        let claim = v.epoch.read().await;
+        fence("Read", epoch, &claim)?;
         let (states, data) = v.backend.read_vouched(part, first, count)?;
+        drop(claim);
         Ok(Response::VouchedBlocks { states, data })
     }
 
-    /// The epoch fence, then the backend's generation rule (or repair).
+    /// The session-epoch fence, then the backend's generation rule (or the
+    /// heal: the blocks at their given generation, whatever is stored).
     async fn write(&self, w: WriteReq) -> Answer {
         let v = self.touched(w.volume)?;
         let data = match (w.mode, w.data) {
@@ -318,10 +353,8 @@ impl Node {
             (WriteMode::ZeroFill, d) if d.is_empty() => WriteData::Zero { punch: false },
             (_, _) => return Err(Refusal::invalid("a zero write carries no data")),
         };
-        let epoch = v.epoch.read().await;
-        if w.generation.epoch() < *epoch {
-            return Err(Refusal::stale_epoch("write", w.generation.epoch(), *epoch));
-        }
+        let claim = v.epoch.read().await;
+        fence("Write", w.epoch, &claim)?;
         let bw = BlockWrite {
             part: w.part,
             first: w.first,
@@ -329,12 +362,12 @@ impl Node {
             data,
             generation: w.generation,
         };
-        let WriteOutcome { applied, skipped } = match (&w.sums, w.repair) {
-            (Some(sums), repair) => v.backend.write_vouched(bw, sums, repair)?,
-            (None, true) => v.backend.repair(bw).await?,
+        let WriteOutcome { applied, skipped } = match (&w.sums, w.heal) {
+            (Some(sums), heal) => v.backend.write_vouched(bw, sums, heal)?,
+            (None, true) => v.backend.heal(bw).await?,
             (None, false) => v.backend.write(bw).await?,
         };
-        drop(epoch);
+        drop(claim);
         Ok(Response::Written { applied, skipped })
     }
 
@@ -343,9 +376,7 @@ impl Node {
         let v = self.touched(volume)?;
         let what = if recreate { "Recreate" } else { "Allocate" };
         let current = v.epoch.read().await;
-        if epoch < *current {
-            return Err(Refusal::stale_epoch(what, epoch, *current));
-        }
+        fence(what, epoch, &current)?;
         if recreate {
             v.backend.recreate(part).await?;
         } else {
@@ -377,9 +408,7 @@ impl Node {
     ) -> Answer {
         let v = self.touched(volume)?;
         let current = v.epoch.read().await;
-        if epoch < *current {
-            return Err(Refusal::stale_epoch("SetStale", epoch, *current));
-        }
+        fence("SetStale", epoch, &current)?;
         if stale {
             v.backend.mark_stale(BackendId(of), chunks).await?;
         } else {
@@ -389,9 +418,12 @@ impl Node {
         Ok(Response::Done)
     }
 
-    async fn read_raw(&self, volume: u16, part: PartId, block: u32) -> Answer {
+    async fn read_raw(&self, volume: u16, epoch: u64, part: PartId, block: u32) -> Answer {
         let v = self.touched(volume)?;
+        let claim = v.epoch.read().await;
+        fence("ReadRaw", epoch, &claim)?;
         let RawBlock { data, record } = v.backend.read_raw(part, block).await?;
+        drop(claim);
         Ok(Response::RawBlock {
             record: Box::new(record),
             data,
@@ -412,9 +444,7 @@ impl Node {
             }
         }
         let current = v.epoch.read().await;
-        if w.epoch < *current {
-            return Err(Refusal::stale_epoch("WriteRaw", w.epoch, *current));
-        }
+        fence("WriteRaw", w.epoch, &current)?;
         v.backend
             .write_raw(w.part, w.block, w.data, w.record.map(|r| *r))
             .await?;
@@ -480,6 +510,26 @@ async fn scan_in_parallel(
         out.extend(scans);
     }
     Ok(out)
+}
+
+/// The session-epoch fence: a request is served only for the epoch the
+/// volume is at. Older: a master that lost the volume; newer: an epoch
+/// never claimed here (the master skipped `SaveMeta`).
+fn fence(what: &str, theirs: u64, claim: &Claim) -> Result<(), Refusal> {
+    if theirs == claim.epoch {
+        return Ok(());
+    }
+    if theirs < claim.epoch {
+        return Err(Refusal::stale_epoch(what, theirs, claim.epoch));
+    }
+    Err(Refusal::new(
+        ErrorCode::StaleEpoch,
+        format!(
+            "{what} of epoch {theirs}, which was never taken on this node (the volume is at \
+             epoch {})",
+            claim.epoch
+        ),
+    ))
 }
 
 fn parse_meta(text: &str) -> Result<VolumeMeta, Refusal> {

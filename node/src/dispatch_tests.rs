@@ -41,15 +41,18 @@ fn write(block: u32, generation: Generation, fill: u8) -> Request {
     write_to(PART, block, generation, fill)
 }
 
+/// A write as the master of the generation's epoch sends it (its session
+/// epoch is the generation's epoch).
 fn write_to(part: PartId, block: u32, generation: Generation, fill: u8) -> Request {
     Request::Write {
         volume: VOL,
+        epoch: generation.epoch(),
         part,
         first: block,
         count: 1,
         generation: generation.0,
         mode: WriteMode::Data,
-        repair: false,
+        heal: false,
         data: vec![fill; BS],
     }
 }
@@ -57,6 +60,7 @@ fn write_to(part: PartId, block: u32, generation: Generation, fill: u8) -> Reque
 fn read(block: u32) -> Request {
     Request::Read {
         volume: VOL,
+        epoch: 1,
         part: PART,
         first: block,
         count: 1,
@@ -77,7 +81,7 @@ fn code(r: &Response) -> Option<ErrorCode> {
 /// A read answer as the master sees it: encoded, then decoded, which
 /// checks the data of `VouchedBlocks` against the stored checksums.
 async fn read_checked(node: &Node, req: Request) -> Response {
-    let resp = node.handle(req).await;
+    let resp = node.handle(in_session(node, req).await).await;
     assert!(
         matches!(resp, Response::VouchedBlocks { .. }),
         "a node answers reads with VouchedBlocks: {resp:?}"
@@ -95,7 +99,17 @@ async fn expect_block(node: &Node, block: u32, generation: Generation, fill: u8)
     assert!(data.iter().all(|&b| b == fill), "block {block} rolled back");
 }
 
-/// A node with volume `VOL` created at epoch 0, opened, chunk 0 allocated.
+/// `req` (a read) as sent by the master holding the node's current epoch.
+async fn in_session(node: &Node, mut req: Request) -> Request {
+    let now = node.epoch(VOL).await.unwrap_or(0);
+    if let Request::Read { epoch, .. } | Request::ReadRaw { epoch, .. } = &mut req {
+        *epoch = now;
+    }
+    req
+}
+
+/// A node with volume `VOL` created at epoch 0 and taken at epoch 1 by a
+/// master, opened, chunk 0 allocated.
 async fn node_with_volume() -> (TempDir, Node, Uuid) {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::open(dir.path(), "n1").expect("node");
@@ -106,9 +120,15 @@ async fn node_with_volume() -> (TempDir, Node, Uuid) {
     let r = node.handle(Request::OpenVolume { meta: m }).await;
     assert!(matches!(r, Response::Opened { .. }), "{r:?}");
     let r = node
+        .handle(Request::SaveMeta {
+            meta: meta(&node, uuid, 1),
+        })
+        .await;
+    assert_eq!(r, Response::Done);
+    let r = node
         .handle(Request::Allocate {
             volume: VOL,
-            epoch: 0,
+            epoch: 1,
             part: PART,
         })
         .await;
@@ -142,7 +162,7 @@ async fn an_older_epochs_master_cannot_write_or_take_the_epoch_back() {
     let late = node.handle(write(0, Generation::new(5, 11), 0xA1)).await;
     assert_eq!(code(&late), Some(ErrorCode::StaleEpoch), "{late:?}");
     let mut repair = write(0, Generation::new(5, 12), 0xA2);
-    if let Request::Write { repair: r, .. } = &mut repair {
+    if let Request::Write { heal: r, .. } = &mut repair {
         *r = true;
     }
     assert_eq!(
@@ -374,6 +394,7 @@ async fn vouched_writes_store_their_checksums_under_the_generation_rule() {
     assert_eq!(node.handle(older).await, written(0, 1));
     let Request::VouchedWrite {
         volume,
+        epoch,
         part,
         first,
         count,
@@ -386,11 +407,12 @@ async fn vouched_writes_store_their_checksums_under_the_generation_rule() {
     };
     let repair = Request::VouchedWrite {
         volume,
+        epoch,
         part,
         first,
         count,
         generation: Generation::new(6, 1).0,
-        repair: true,
+        heal: true,
         sums,
         data,
     };
@@ -403,6 +425,7 @@ async fn volumes_not_open_and_bad_requests_are_refused() {
     let (_dir, node, uuid) = node_with_volume().await;
     let other = Request::Read {
         volume: VOL + 1,
+        epoch: 1,
         part: PART,
         first: 0,
         count: 1,
@@ -416,6 +439,7 @@ async fn volumes_not_open_and_bad_requests_are_refused() {
     assert_eq!(code(&bad), Some(ErrorCode::Invalid));
     let outside = Request::Read {
         volume: VOL,
+        epoch: 1,
         part: PART,
         first: 1 << 20,
         count: 1,
@@ -455,17 +479,19 @@ async fn every_request_kind_reaches_the_store() {
     let g = Generation::new(1, 1);
     let zero = Request::Write {
         volume: VOL,
+        epoch: 1,
         part: PART,
         first: 3,
         count: 2,
         generation: g.0,
         mode: WriteMode::ZeroPunch,
-        repair: false,
+        heal: false,
         data: Vec::new(),
     };
     assert_eq!(node.handle(zero).await, written(2, 0));
     let req = Request::Read {
         volume: VOL,
+        epoch: 1,
         part: PART,
         first: 3,
         count: 2,
@@ -484,7 +510,7 @@ async fn every_request_kind_reaches_the_store() {
     let of = Uuid::new_v4();
     let mark = Request::SetStale {
         volume: VOL,
-        epoch: 0,
+        epoch: 1,
         of,
         stale: true,
         chunks: vec![1],
@@ -497,7 +523,7 @@ async fn every_request_kind_reaches_the_store() {
     assert_eq!(maps[0].0, of);
     let recreate = Request::Recreate {
         volume: VOL,
-        epoch: 0,
+        epoch: 1,
         part: PART,
     };
     assert_eq!(node.handle(recreate).await, Response::Done);
@@ -515,6 +541,7 @@ async fn expect_unwritten(node: &Node, block: u32) {
 fn read_raw(block: u32) -> Request {
     Request::ReadRaw {
         volume: VOL,
+        epoch: 1,
         part: PART,
         block,
     }
@@ -539,7 +566,7 @@ fn write_raw(
 
 /// The raw bytes of `PART`'s `block`.
 async fn raw(node: &Node, block: u32) -> ([u8; RECORD_SIZE], Vec<u8>) {
-    match node.handle(read_raw(block)).await {
+    match node.handle(in_session(node, read_raw(block)).await).await {
         Response::RawBlock { record, data } => (*record, data),
         other => panic!("raw read failed: {other:?}"),
     }
@@ -595,15 +622,22 @@ async fn raw_records_carry_parity_covers_through_the_node() {
 
     // Data and record together (crash simulation, tests); a never-written
     // block reads raw as zeros.
+    let unclaimed = write_raw(7, 4, Some([0xee; RECORD_SIZE]), Some(vec![0x44; BS]));
+    let r = node.handle(unclaimed).await;
+    assert_eq!(
+        code(&r),
+        Some(ErrorCode::StaleEpoch),
+        "an epoch never claimed by SaveMeta is refused: {r:?}"
+    );
     let r = node
         .handle(write_raw(
-            7,
+            6,
             4,
             Some([0xee; RECORD_SIZE]),
             Some(vec![0x44; BS]),
         ))
         .await;
-    assert_eq!(r, Response::Done, "a newer epoch is accepted");
+    assert_eq!(r, Response::Done, "the session's epoch is accepted");
     assert_eq!(raw(&node, 4).await, ([0xee; RECORD_SIZE], vec![0x44; BS]));
     assert_eq!(raw(&node, 5).await, ([0; RECORD_SIZE], vec![0; BS]));
     assert_eq!(
@@ -635,24 +669,28 @@ async fn an_older_epochs_master_cannot_overwrite_a_parity_record() {
 #[tokio::test]
 async fn raw_requests_outside_the_volume_or_a_block_are_refused() {
     let (_dir, node, _uuid) = node_with_volume().await;
-    let short = write_raw(0, 1, None, Some(vec![1; BS - 1]));
+    let short = write_raw(1, 1, None, Some(vec![1; BS - 1]));
     assert_eq!(code(&node.handle(short).await), Some(ErrorCode::Invalid));
-    let long = write_raw(0, 1, Some([0; RECORD_SIZE]), Some(vec![1; BS + 1]));
+    let long = write_raw(1, 1, Some([0; RECORD_SIZE]), Some(vec![1; BS + 1]));
     assert_eq!(code(&node.handle(long).await), Some(ErrorCode::Invalid));
     assert_eq!(
         raw(&node, 1).await,
         ([0; RECORD_SIZE], vec![0; BS]),
         "nothing written"
     );
-    let outside = write_raw(0, 1 << 20, Some([0; RECORD_SIZE]), None);
+    let outside = write_raw(1, 1 << 20, Some([0; RECORD_SIZE]), None);
     assert_eq!(code(&node.handle(outside).await), Some(ErrorCode::Invalid));
     assert_eq!(
-        code(&node.handle(read_raw(1 << 20)).await),
+        code(
+            &node
+                .handle(in_session(&node, read_raw(1 << 20)).await)
+                .await
+        ),
         Some(ErrorCode::Invalid)
     );
     let unallocated = Request::WriteRaw {
         volume: VOL,
-        epoch: 0,
+        epoch: 1,
         part: PartId { chunk: 1, part: 0 },
         block: 0,
         record: Some(Box::new([0; RECORD_SIZE])),
@@ -664,6 +702,7 @@ async fn raw_requests_outside_the_volume_or_a_block_are_refused() {
     );
     let other = Request::ReadRaw {
         volume: VOL + 1,
+        epoch: 1,
         part: PART,
         block: 0,
     };
@@ -689,7 +728,7 @@ async fn verify_lists_the_volume_by_pages() {
         let r = node
             .handle(Request::Allocate {
                 volume: VOL,
-                epoch: 0,
+                epoch: 1,
                 part,
             })
             .await;
@@ -743,7 +782,7 @@ async fn verify_lists_the_volume_by_pages() {
 async fn verify_scans_parts_on_the_node_without_the_data() {
     use qbd_core::verify::{BlockMeta, FileCheck};
     let (dir, node, uuid) = node_with_volume().await;
-    let g = Generation::new(0, 3);
+    let g = Generation::new(1, 3);
     assert_eq!(node.handle(write(0, g, 0x5a)).await, written(1, 0));
     assert_eq!(
         node.handle(Request::Sync {
@@ -793,4 +832,63 @@ async fn verify_scans_parts_on_the_node_without_the_data() {
         parts: vec![PART],
     };
     assert_eq!(code(&node.handle(bad_meta).await), Some(ErrorCode::Invalid));
+}
+
+/// A heal copies a block at its source's generation, from an earlier epoch
+/// by design: the node fences it by the session epoch the request carries,
+/// never by the generation's epoch (issue 14: journal replay, reconcile and
+/// read repair were refused after every restart).
+#[tokio::test]
+async fn a_heal_at_an_old_generation_is_fenced_by_the_session_epoch() {
+    let (_dir, node, _uuid) = two_masters().await;
+    let mut heal = write(0, Generation::new(5, 10), 0xA0);
+    if let Request::Write { epoch, heal: h, .. } = &mut heal {
+        (*epoch, *h) = (6, true);
+    }
+    assert_eq!(node.handle(heal).await, written(1, 0));
+    expect_block(&node, 0, Generation::new(5, 10), 0xA0).await;
+    let mut stale = write(1, Generation::new(6, 2), 0xC0);
+    if let Request::Write { epoch, heal: h, .. } = &mut stale {
+        (*epoch, *h) = (5, true);
+    }
+    let r = node.handle(stale).await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
+}
+
+/// Reads are fenced too: a master that lost the volume must not serve
+/// what the new one may have overwritten.
+#[tokio::test]
+async fn an_older_epochs_master_cannot_read() {
+    let (_dir, node, _uuid) = two_masters().await;
+    let mut old = read(0);
+    if let Request::Read { epoch, .. } = &mut old {
+        *epoch = 5;
+    }
+    let r = node.handle(old).await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
+}
+
+/// The compare-and-set: the same epoch only from the master holding it.
+#[tokio::test]
+async fn two_masters_cannot_share_an_epoch() {
+    let (_dir, node, uuid) = node_with_volume().await;
+    let with_master = |epoch: u64, master: &str| {
+        let text = meta(&node, uuid, epoch);
+        let mut m: VolumeMeta = toml::from_str(&text).expect("meta");
+        m.master = master.into();
+        Request::SaveMeta {
+            meta: toml::to_string(&m).expect("meta encodes"),
+        }
+    };
+    assert_eq!(node.handle(with_master(2, "m1")).await, Response::Done);
+    assert_eq!(
+        node.handle(with_master(2, "m1")).await,
+        Response::Done,
+        "the holder may save its own epoch again"
+    );
+    let r = node.handle(with_master(2, "m2")).await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
+    assert_eq!(node.handle(with_master(3, "m2")).await, Response::Done);
+    let r = node.handle(with_master(3, "m1")).await;
+    assert_eq!(code(&r), Some(ErrorCode::StaleEpoch), "{r:?}");
 }

@@ -86,6 +86,7 @@ pub(crate) fn code_of(e: &BackendError) -> ErrorCode {
         BackendError::PartMissing { .. } => ErrorCode::PartMissing,
         BackendError::PartCorrupt { .. } => ErrorCode::PartCorrupt,
         BackendError::NotOpen(_) => ErrorCode::NotOpen,
+        BackendError::Fenced { .. } => ErrorCode::StaleEpoch,
         BackendError::Core(
             CoreError::InvalidSetting(_) | CoreError::Conflict(_) | CoreError::Malformed { .. },
         ) => ErrorCode::Invalid,

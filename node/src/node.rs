@@ -6,14 +6,16 @@
 //!   `SaveMeta` or `OpenVolume` for it and kept for the node's lifetime;
 //!   once opened, the node holds the volume's `flock`. So between masters
 //!   the fence is the **epoch**, not the lock.
-//! - A volume's epoch starts as the `epoch` of its `.meta` on disk (so a
-//!   restarted node remembers it) and only grows: `SaveMeta` is a
-//!   compare-and-set (new ≥ stored), and it persists `.meta` before the new
-//!   epoch takes effect.
-//! - The epoch lock is held shared by every fenced request (`Write`,
-//!   `WriteRaw`, `Allocate`, `Recreate`, `SetStale`) for its whole duration and
-//!   exclusively by `SaveMeta`: once a `SaveMeta` to epoch E has returned, no
-//!   fenced request of an older epoch can still take effect.
+//! - A volume's [`Claim`] (epoch and the master holding it) starts as the
+//!   `epoch` and `master` of its `.meta` on disk (so a restarted node
+//!   remembers it) and only grows: `SaveMeta` is a compare-and-set (a newer
+//!   epoch, or the same epoch from the same master), and it persists
+//!   `.meta` before the new claim takes effect.
+//! - The claim lock is held shared by every fenced request (`Read`,
+//!   `Write`, `ReadRaw`, `WriteRaw`, `Allocate`, `Recreate`, `SetStale`)
+//!   for its whole duration and exclusively by `SaveMeta`: once a
+//!   `SaveMeta` to epoch E has returned, no fenced request of another
+//!   session epoch can still take effect.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,10 +47,18 @@ pub struct Node {
 #[derive(Debug)]
 pub(crate) struct NodeVolume {
     pub(crate) backend: DirBackend,
-    /// The current epoch (see the module doc for who holds it how).
-    pub(crate) epoch: RwLock<u64>,
+    /// The current claim (see the module doc for who holds it how).
+    pub(crate) epoch: RwLock<Claim>,
     /// The meta the volume was opened with, once it is open.
     pub(crate) opened: tokio::sync::Mutex<Option<VolumeMeta>>,
+}
+
+/// Who holds a volume: the epoch and the master that took it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Claim {
+    pub(crate) epoch: u64,
+    /// The master's identity as `.meta` records it (`host:pid:nonce`).
+    pub(crate) master: String,
 }
 
 impl Node {
@@ -95,7 +105,7 @@ impl Node {
     /// The current epoch of volume `number`, if the node has touched it.
     pub async fn epoch(&self, number: u16) -> Option<u64> {
         let v = self.volume(number)?;
-        let e = *v.epoch.read().await;
+        let e = v.epoch.read().await.epoch;
         Some(e)
     }
 
@@ -130,7 +140,11 @@ impl Node {
         if let Some(v) = map.get(&number) {
             return Ok(Arc::clone(v));
         }
-        let stored = VolumeMeta::load(self.root(), number)?.map_or(0, |m| m.epoch);
+        let stored =
+            VolumeMeta::load(self.root(), number)?.map_or_else(Claim::default, |m| Claim {
+                epoch: m.epoch,
+                master: m.master,
+            });
         let v = Arc::new(NodeVolume {
             backend: DirBackend::open(self.root())?,
             epoch: RwLock::new(stored),

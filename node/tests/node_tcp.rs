@@ -167,12 +167,13 @@ fn meta(node: &Node, epoch: u64) -> String {
 fn write_req(block: u32, generation: Generation) -> Request {
     Request::Write {
         volume: 3,
+        epoch: 1,
         part: PART,
         first: block,
         count: 1,
         generation: generation.0,
         mode: WriteMode::Data,
-        repair: false,
+        heal: false,
         data: vec![block as u8 + 1; BS],
     }
 }
@@ -233,6 +234,7 @@ async fn an_honest_master_pings_creates_writes_and_reads() {
 
     let read = Request::Read {
         volume: 3,
+        epoch: 1,
         part: PART,
         first: 5,
         count: 1,

@@ -81,12 +81,13 @@ async fn large_payloads_pass_in_both_directions() {
     let t = node.client(10_000).await;
     let write = Request::Write {
         volume: 1,
+        epoch: 1,
         part: qbd_core::backend::PartId { chunk: 3, part: 1 },
         first: 0,
         count: 1024,
         generation: 9,
         mode: qbd_core::proto::msg::WriteMode::Data,
-        repair: false,
+        heal: false,
         data: vec![0xa5; 4 << 20],
     };
     let replies =

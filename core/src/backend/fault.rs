@@ -336,7 +336,7 @@ impl FaultBackend {
                 generation: w.generation,
             };
             let r = if repair {
-                self.inner.repair(w).await?
+                self.inner.heal(w).await?
             } else {
                 self.inner.write(w).await?
             };
@@ -394,7 +394,7 @@ impl Backend for FaultBackend {
         self.faulty_write(w, false)
     }
 
-    fn repair(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
+    fn heal(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
         self.faulty_write(w, true)
     }
 

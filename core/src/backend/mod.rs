@@ -11,6 +11,8 @@
 //! - `write` applies a block only if its generation is newer than the stored
 //!   one (so retries and late duplicates never roll a block back); skipped
 //!   blocks are counted in [`WriteOutcome`].
+//! - A backend that refuses a request because another master has taken the
+//!   volume answers [`BackendError::Fenced`]: the master must stop serving.
 //! - A completed `write` is in the backend's volatile state; `sync(None)`
 //!   makes every write completed before the call durable; `sync(Some(parts))`
 //!   at least those parts.
@@ -138,6 +140,15 @@ pub enum BackendError {
     /// No volume is open on this backend (call `open_volume` first).
     #[error("no volume open on {0}")]
     NotOpen(String),
+    /// Another master has taken the volume (a newer session epoch, or the
+    /// same epoch by another master): this master must stop serving it.
+    #[error("fenced by {backend}: {why}")]
+    Fenced {
+        /// Which backend refused.
+        backend: String,
+        /// What it said.
+        why: String,
+    },
     /// Injected by the fault wrapper.
     #[error("injected fault: {0}")]
     Injected(String),
@@ -150,6 +161,11 @@ impl BackendError {
     /// True when the backend is out of space.
     pub fn is_no_space(&self) -> bool {
         matches!(self, BackendError::Core(e) if e.is_no_space())
+    }
+
+    /// True when another master holds the volume.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, BackendError::Fenced { .. })
     }
 }
 
@@ -186,10 +202,13 @@ pub trait Backend: Send + Sync + Debug {
     /// Makes completed writes durable (all parts, or at least `parts`).
     fn sync(&self, parts: Option<Vec<PartId>>) -> BoxFut<'_, BackendResult<()>>;
 
-    /// The repair operation: writes blocks whatever their stored
-    /// generation (the volume lock and epoch fence it), creating nothing:
-    /// the part must exist (see [`Backend::recreate`]).
-    fn repair(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>>;
+    /// The heal operation (`docs/heal.md`): writes blocks at the
+    /// generation given (the source block's), whatever their stored
+    /// generation, creating nothing: the part must exist (see
+    /// [`Backend::recreate`]). The master's chunk lock orders it against
+    /// writes; a node fences it by the master's session epoch, never by the
+    /// generation's epoch (old by design for a heal).
+    fn heal(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>>;
     /// Replaces a part with a fresh, empty part file (before a whole-chunk
     /// resync) and sets its chunk's allocation bit, durably.
     fn recreate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>>;

@@ -117,6 +117,9 @@ pub enum Request {
     Read {
         /// Volume number.
         volume: u16,
+        /// The sender's session epoch for the volume (refused unless it is
+        /// the node's).
+        epoch: u64,
         /// Part.
         part: PartId,
         /// First block.
@@ -124,22 +127,25 @@ pub enum Request {
         /// Block count.
         count: u32,
     },
-    /// `Backend::write` (or `repair` when `repair`).
+    /// `Backend::write` (or `heal` when `heal`).
     Write {
         /// Volume number.
         volume: u16,
+        /// The sender's session epoch for the volume: the fence (never the
+        /// generation's epoch, which is old by design for a heal).
+        epoch: u64,
         /// Part.
         part: PartId,
         /// First block.
         first: u32,
         /// Block count.
         count: u32,
-        /// Generation (its epoch part is checked against the node's epoch).
+        /// Generation the blocks get.
         generation: u64,
         /// How to apply.
         mode: WriteMode,
-        /// The repair operation (applies whatever the stored generation).
-        repair: bool,
+        /// The heal operation (applies whatever the stored generation).
+        heal: bool,
         /// Whole blocks for `WriteMode::Data`, else empty.
         data: Vec<u8>,
     },
@@ -152,16 +158,18 @@ pub enum Request {
     VouchedWrite {
         /// Volume number.
         volume: u16,
+        /// The sender's session epoch for the volume (the fence).
+        epoch: u64,
         /// Part.
         part: PartId,
         /// First block.
         first: u32,
         /// Block count (at least 1).
         count: u32,
-        /// Generation (its epoch part is checked against the node's epoch).
+        /// Generation the blocks get.
         generation: u64,
-        /// The repair operation (applies whatever the stored generation).
-        repair: bool,
+        /// The heal operation (applies whatever the stored generation).
+        heal: bool,
         /// One checksum per block.
         sums: Vec<[u8; SUM_LEN]>,
         /// `count` whole blocks.
@@ -218,6 +226,8 @@ pub enum Request {
     ReadRaw {
         /// Volume number.
         volume: u16,
+        /// The sender's session epoch for the volume.
+        epoch: u64,
         /// Part.
         part: PartId,
         /// Block in the part.
@@ -461,9 +471,9 @@ pub mod op {
 }
 
 /// Bytes of a `Write` payload before the data bytes (volume, part, first,
-/// count, generation, mode, repair, data length): the data of a
+/// count, generation, mode, heal, data length): the data of a
 /// `WriteMode::Data` write starts at this offset and runs to the end.
-pub const WRITE_DATA_OFFSET: usize = 2 + 9 + 4 + 4 + 8 + 1 + 1 + 4;
+pub const WRITE_DATA_OFFSET: usize = 2 + 8 + 9 + 4 + 4 + 8 + 1 + 1 + 4;
 
 impl WriteMode {
     /// The wire byte.
@@ -711,33 +721,37 @@ impl Request {
             Request::LoadMeta { number } => put_u16(out, *number),
             Request::Read {
                 volume,
+                epoch,
                 part,
                 first,
                 count,
             } => {
                 put_u16(out, *volume);
+                put_u64(out, *epoch);
                 put_part(out, *part);
                 put_u32(out, *first);
                 put_u32(out, *count);
             }
             Request::Write {
                 volume,
+                epoch,
                 part,
                 first,
                 count,
                 generation,
                 mode,
-                repair,
+                heal,
                 data,
             } => {
                 out.reserve(WRITE_DATA_OFFSET + data.len());
                 put_u16(out, *volume);
+                put_u64(out, *epoch);
                 put_part(out, *part);
                 put_u32(out, *first);
                 put_u32(out, *count);
                 put_u64(out, *generation);
                 out.push(mode.to_byte());
-                put_bool(out, *repair);
+                put_bool(out, *heal);
                 put_bytes(out, data);
             }
             Request::VouchedWrite { .. } => vouched::encode_write(self, out),
@@ -787,10 +801,12 @@ impl Request {
             }
             Request::ReadRaw {
                 volume,
+                epoch,
                 part,
                 block,
             } => {
                 put_u16(out, *volume);
+                put_u64(out, *epoch);
                 put_part(out, *part);
                 put_u32(out, *block);
             }
@@ -868,12 +884,14 @@ impl Request {
             op::OPEN_VOLUME => Request::OpenVolume { meta: r.string()? },
             op::READ => Request::Read {
                 volume: r.u16()?,
+                epoch: r.u64()?,
                 part: r.part()?,
                 first: r.u32()?,
                 count: r.u32()?,
             },
             op::WRITE => {
                 let volume = r.u16()?;
+                let epoch = r.u64()?;
                 let part = r.part()?;
                 let first = r.u32()?;
                 let count = r.u32()?;
@@ -881,19 +899,20 @@ impl Request {
                 let mode_byte = r.u8()?;
                 let mode = WriteMode::from_byte(mode_byte)
                     .ok_or_else(|| r.err(format!("write mode {mode_byte}")))?;
-                let repair = r.bool()?;
+                let heal = r.bool()?;
                 let data = r.bytes()?;
                 if mode != WriteMode::Data && !data.is_empty() {
                     return Err(r.err("data bytes in a zeroing write"));
                 }
                 Request::Write {
                     volume,
+                    epoch,
                     part,
                     first,
                     count,
                     generation,
                     mode,
-                    repair,
+                    heal,
                     data: data.to_vec(),
                 }
             }
@@ -943,6 +962,7 @@ impl Request {
             }
             op::READ_RAW => Request::ReadRaw {
                 volume: r.u16()?,
+                epoch: r.u64()?,
                 part: r.part()?,
                 block: r.u32()?,
             },
@@ -1219,52 +1239,56 @@ mod tests {
             (
                 Request::Read {
                     volume: 7,
+                    epoch: 3,
                     part: p,
                     first: 0x10,
                     count: 2,
                 },
-                h("0700 0807060504030201 02 10000000 02000000"),
+                h("0700 0300000000000000 0807060504030201 02 10000000 02000000"),
             ),
             (
                 Request::Write {
                     volume: 7,
+                    epoch: 1,
                     part: PartId { chunk: 1, part: 0 },
                     first: 3,
                     count: 1,
                     generation: (1 << 40) + 5,
                     mode: WriteMode::Data,
-                    repair: false,
+                    heal: false,
                     data: vec![0xaa, 0xbb],
                 },
                 h(
-                    "0700 0100000000000000 00 03000000 01000000 0500000000010000 00 00 02000000 aa bb",
+                    "0700 0100000000000000 0100000000000000 00 03000000 01000000 0500000000010000 00 00 02000000 aa bb",
                 ),
             ),
             (
                 Request::Write {
                     volume: 1,
+                    epoch: 2,
                     part: PartId { chunk: 2, part: 1 },
                     first: 0,
                     count: 8,
                     generation: 9,
                     mode: WriteMode::ZeroPunch,
-                    repair: true,
+                    heal: true,
                     data: vec![],
                 },
-                h("0100 0200000000000000 01 00000000 08000000 0900000000000000 01 01 00000000"),
+                h("0100 0200000000000000 0200000000000000 01 00000000 08000000 0900000000000000 01 01 00000000"),
             ),
             (
                 Request::Write {
                     volume: 1,
+                    epoch: 2,
                     part: PartId { chunk: 2, part: 1 },
                     first: 0,
                     count: 8,
                     generation: 9,
                     mode: WriteMode::ZeroFill,
-                    repair: false,
+                    heal: false,
                     data: vec![],
                 },
-                h("0100 0200000000000000 01 00000000 08000000 0900000000000000 02 00 00000000"),
+                h("0100 0200000000000000 0200000000000000 01 00000000 08000000 0900000000000000 02 00 00000000"),
             ),
             (
                 Request::Allocate {
@@ -1334,10 +1358,11 @@ mod tests {
             (
                 Request::ReadRaw {
                     volume: 7,
+                    epoch: 5,
                     part: p,
                     block: 0x0102_0304,
                 },
-                h("0700 0807060504030201 02 04030201"),
+                h("0700 0500000000000000 0807060504030201 02 04030201"),
             ),
             (
                 // The example of docs/node-protocol.md §5.
@@ -1523,12 +1548,13 @@ mod tests {
     fn write_data_is_the_last_field() {
         let req = Request::Write {
             volume: 1,
+            epoch: 1,
             part: PartId { chunk: 0, part: 0 },
             first: 0,
             count: 1,
             generation: 1,
             mode: WriteMode::Data,
-            repair: false,
+            heal: false,
             data: vec![7; 4096],
         };
         let b = enc_req(&req);
@@ -1540,12 +1566,13 @@ mod tests {
     fn round_trips() {
         let big = Request::Write {
             volume: 3,
+            epoch: 1,
             part: PartId { chunk: 77, part: 5 },
             first: 100,
             count: 64,
             generation: u64::MAX,
             mode: WriteMode::Data,
-            repair: true,
+            heal: true,
             data: (0..64 * 4096).map(|i| i as u8).collect(),
         };
         let b = enc_req(&big);

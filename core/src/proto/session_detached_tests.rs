@@ -156,12 +156,13 @@ fn a_covered_part_too_long_for_the_header_falls_back_to_a_whole_mac() {
 fn vouched_write() -> Request {
     Request::Write {
         volume: 3,
+        epoch: 1,
         part: crate::backend::PartId { chunk: 1, part: 0 },
         first: 2,
         count: 2,
         generation: 5,
         mode: crate::proto::msg::WriteMode::Data,
-        repair: false,
+        heal: false,
         data: (0..8192u32).map(|i| (i % 251) as u8).collect(),
     }
     .vouched()

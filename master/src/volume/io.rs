@@ -71,6 +71,7 @@ impl Volume {
 
     /// Reads `len` bytes at `offset`.
     pub async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, VolumeError> {
+        self.fence.check()?;
         let bs = self.bs();
         let mut segs = self.segments(offset, u64::from(len)).peekable();
         let mut out = Vec::new();
@@ -96,6 +97,7 @@ impl Volume {
 
     /// Writes `data` at `offset`; durable before return if `fua`.
     pub async fn write_at(&self, offset: u64, data: Vec<u8>, fua: bool) -> Result<(), VolumeError> {
+        self.fence.check()?;
         let bs = self.bs();
         let len = data.len() as u64;
         let segs: Vec<Segment> = self.segments(offset, len).collect();
@@ -162,6 +164,7 @@ impl Volume {
         punch: bool,
         fua: bool,
     ) -> Result<(), VolumeError> {
+        self.fence.check()?;
         let bs = self.bs();
         let end = offset + len;
         for s in self.segments(offset, len) {

@@ -36,6 +36,9 @@ impl Volume {
     /// resyncs stale parts of usable ones. Returns how many parts were
     /// resynced. `schedule` carries the backoff between passes.
     pub async fn maintain(&self, schedule: &mut Vec<Backoff>, now: Instant) -> u64 {
+        if self.fence.check().is_err() {
+            return 0; // another master holds the volume: touch nothing
+        }
         if schedule.len() != self.backends.len() {
             *schedule = vec![Backoff::fresh(now); self.backends.len()];
         }

@@ -19,6 +19,7 @@
 pub mod device;
 pub mod ec;
 pub mod error;
+pub mod fence;
 pub mod health;
 pub mod intent;
 pub mod io;
@@ -46,6 +47,9 @@ pub use open::{OpenMode, OpenRequest, open_volume, open_volume_with};
 /// An open volume.
 #[derive(Debug)]
 pub struct Volume {
+    /// Down once another master holds the volume (every backend is
+    /// behind it: [`fence::Fenced`]).
+    fence: Arc<fence::Fence>,
     meta: VolumeMeta,
     geo: Geometry,
     placement: PlacementTable,

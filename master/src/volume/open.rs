@@ -14,6 +14,7 @@ use qbd_core::redundancy::Redundancy;
 use uuid::Uuid;
 
 use super::ec::Ec;
+use super::fence::{Fence, Fenced};
 use super::health::Health;
 use super::intent::{Dirty, IntentLog};
 use super::journal::{Journal, Outstanding, Shape};
@@ -76,6 +77,11 @@ pub async fn open_volume_with(
 ) -> Result<Volume, VolumeError> {
     check_name(&req.name)?;
     check_distinct(&backends)?;
+    let fence = Arc::new(Fence::default());
+    let backends: Vec<Arc<dyn Backend>> = backends
+        .into_iter()
+        .map(|b| Fenced::wrap(b, &fence))
+        .collect();
     let numbers = volume_numbers(&backends, &req.name).await?;
     let meta = match numbers {
         None if mode.tolerant() => {
@@ -138,6 +144,7 @@ pub async fn open_volume_with(
         let _ = std::fs::remove_dir_all(dir);
     }
     let volume = Volume {
+        fence,
         placement: meta.placement()?,
         generations: GenerationCounter::new(meta.epoch),
         allocated: AllocBits::new(geo.chunk_count(), map.iter()),
@@ -481,11 +488,26 @@ async fn take_epoch(
         return Err(VolumeError::Setup("epoch space exhausted".into()));
     }
     meta.epoch += 1;
-    meta.master = format!("{}:{}", hostname(), std::process::id());
+    meta.master = master_identity();
     for b in backends {
-        b.save_meta(meta.clone()).await?;
+        b.save_meta(meta.clone()).await.map_err(|e| match e {
+            e if e.is_fenced() => VolumeError::Setup(format!(
+                "cannot take epoch {} of volume {:?}: {e}. Another master is starting or serving \
+                 this volume; stop it first (one master per volume)",
+                meta.epoch, meta.name
+            )),
+            e => e.into(),
+        })?;
     }
     Ok(meta)
+}
+
+/// This master's identity, as the epoch compare-and-set compares it:
+/// `host:pid:nonce` (the nonce tells two masters apart even where host
+/// names and pids repeat, as in containers).
+fn master_identity() -> String {
+    let nonce = Uuid::new_v4().simple().to_string();
+    format!("{}:{}:{}", hostname(), std::process::id(), &nonce[..8])
 }
 
 fn hostname() -> String {

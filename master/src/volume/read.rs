@@ -174,7 +174,7 @@ impl Volume {
                 generation,
             };
             let backend = &self.backends[slot];
-            match backend.repair(w).await {
+            match backend.heal(w).await {
                 Ok(_) => {
                     self.health.note_written(slot, s.chunk);
                     eprintln!(

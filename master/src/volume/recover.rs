@@ -255,7 +255,7 @@ impl Volume {
                 generation,
             };
             self.backends[self.placement.slot(chunk, *p)]
-                .repair(w)
+                .heal(w)
                 .await?;
             fixed += 1;
         }
@@ -304,15 +304,16 @@ impl Volume {
             chunk,
             part: p as u8,
         };
+        // The chunk lock is held across "rebuild, then clear the stale
+        // mark": a write in between would skip the part (still stale),
+        // record nothing (already stale) and be lost once the mark is
+        // cleared (issue 14, defect 2).
+        let (a, b) = self.lock_range(self.whole_chunk(chunk));
+        let _g = self.locks.lock(a, b, Mode::Exclusive).await;
         if self.allocated.get(chunk) && self.ec.is_some() {
-            let (a, b) = self.lock_range(self.whole_chunk(chunk));
-            let _g = self.locks.lock(a, b, Mode::Exclusive).await;
             self.ec_resync_part(slot, part).await?;
         } else if self.allocated.get(chunk) {
-            let s = self.whole_chunk(chunk);
-            let (a, b) = self.lock_range(s);
-            let _g = self.locks.lock(a, b, Mode::Exclusive).await;
-            let good = self.read_verified(s).await?;
+            let good = self.read_verified(self.whole_chunk(chunk)).await?;
             let image: Vec<Option<BlockState>> = good.states.into_iter().map(Some).collect();
             self.rebuild_replica(slot, part, &good.data, &image).await?;
         }

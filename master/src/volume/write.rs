@@ -172,6 +172,7 @@ impl Volume {
     /// backend; a backend whose sync fails is failed and the chunks it had
     /// not synced are recorded as degraded before this returns.
     pub async fn flush_all(&self) -> Result<(), VolumeError> {
+        self.fence.check()?;
         let mark = self.intent.flush_started();
         let journal_mark = self.journal.as_ref().map(|j| j.flush_started());
         // A failed backend misses this FLUSH: what it had not synced is stale.

@@ -331,7 +331,7 @@ impl Backend for DirBackend {
         Box::pin(async move { self.write_blocks(w, false) })
     }
 
-    fn repair(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
+    fn heal(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
         Box::pin(async move { self.write_blocks(w, true) })
     }
 

@@ -135,12 +135,13 @@ impl Request {
         match self {
             Request::Write {
                 volume,
+                epoch,
                 part,
                 first,
                 count,
                 generation,
                 mode: WriteMode::Data,
-                repair,
+                heal,
                 data,
             } if count > 0 && !data.is_empty() && data.len() % count as usize == 0 => {
                 let sums = data
@@ -149,11 +150,12 @@ impl Request {
                     .collect();
                 Request::VouchedWrite {
                     volume,
+                    epoch,
                     part,
                     first,
                     count,
                     generation,
-                    repair,
+                    heal,
                     sums,
                     data,
                 }
@@ -163,17 +165,18 @@ impl Request {
     }
 }
 
-/// Encodes a `VouchedWrite`: volume u16, part, first u32, count u32,
-/// generation u64, repair bool, `count` checksums of 16 bytes, then the
+/// Encodes a `VouchedWrite`: volume u16, epoch u64, part, first u32, count u32,
+/// generation u64, heal bool, `count` checksums of 16 bytes, then the
 /// data as bytes (last, outside the MAC).
 pub(super) fn encode_write(req: &Request, out: &mut Vec<u8>) {
     let Request::VouchedWrite {
         volume,
+        epoch,
         part,
         first,
         count,
         generation,
-        repair,
+        heal,
         sums,
         data,
     } = req
@@ -182,11 +185,12 @@ pub(super) fn encode_write(req: &Request, out: &mut Vec<u8>) {
     };
     out.reserve(32 + SUM_LEN * sums.len() + 4 + data.len());
     put_u16(out, *volume);
+    put_u64(out, *epoch);
     put_part(out, *part);
     put_u32(out, *first);
     put_u32(out, *count);
     put_u64(out, *generation);
-    put_bool(out, *repair);
+    put_bool(out, *heal);
     for s in sums {
         out.extend_from_slice(s);
     }
@@ -203,11 +207,12 @@ pub(super) fn decode_write(
     covered: usize,
 ) -> Result<Request, ProtoError> {
     let volume = r.u16()?;
+    let epoch = r.u64()?;
     let part = r.part()?;
     let first = r.u32()?;
     let count = r.u32()?;
     let generation = r.u64()?;
-    let repair = r.bool()?;
+    let heal = r.bool()?;
     if count == 0 {
         return Err(r.err("a vouched write of no blocks"));
     }
@@ -237,11 +242,12 @@ pub(super) fn decode_write(
     }
     Ok(Request::VouchedWrite {
         volume,
+        epoch,
         part,
         first,
         count,
         generation,
-        repair,
+        heal,
         sums,
         data: data.to_vec(),
     })
@@ -346,12 +352,13 @@ mod tests {
         data[40] = 9;
         Request::Write {
             volume: 2,
+            epoch: 1,
             part: crate::backend::PartId { chunk: 5, part: 1 },
             first: 6,
             count: 2,
             generation: 77,
             mode: WriteMode::Data,
-            repair: true,
+            heal: true,
             data,
         }
         .vouched()
@@ -393,23 +400,25 @@ mod tests {
     fn only_data_writes_of_whole_blocks_become_vouched() {
         let zero = Request::Write {
             volume: 1,
+            epoch: 1,
             part: crate::backend::PartId { chunk: 0, part: 0 },
             first: 0,
             count: 1,
             generation: 1,
             mode: WriteMode::ZeroFill,
-            repair: false,
+            heal: false,
             data: vec![],
         };
         assert_eq!(zero.clone().vouched(), zero);
         let ragged = Request::Write {
             volume: 1,
+            epoch: 1,
             part: crate::backend::PartId { chunk: 0, part: 0 },
             first: 0,
             count: 2,
             generation: 1,
             mode: WriteMode::Data,
-            repair: false,
+            heal: false,
             data: vec![1; 5],
         };
         assert_eq!(ragged.clone().vouched(), ragged);

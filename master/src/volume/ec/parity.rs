@@ -103,7 +103,7 @@ impl Volume {
         };
         let backend = &self.backends[slot];
         let outcome = if repair {
-            backend.repair(bw).await?
+            backend.heal(bw).await?
         } else {
             backend.write(bw).await?
         };

@@ -248,7 +248,7 @@ impl Volume {
                 data: WriteData::Bytes(part.data[i * bs..(i + 1) * bs].to_vec()),
                 generation: g,
             };
-            match self.backends[slot].repair(w).await {
+            match self.backends[slot].heal(w).await {
                 Ok(_) => {
                     self.health.note_written(slot, chunk);
                     eprintln!(

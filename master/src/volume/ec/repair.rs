@@ -173,7 +173,7 @@ impl Volume {
                     }
                 };
                 self.backends[slot]
-                    .repair(BlockWrite {
+                    .heal(BlockWrite {
                         part: id,
                         first: i as u32,
                         count: 1,

@@ -227,7 +227,7 @@ impl Volume {
                     };
                     let backend = &self.backends[slot];
                     if repair {
-                        backend.repair(w).await?;
+                        backend.heal(w).await?;
                     } else {
                         backend.write(w).await?;
                     }

@@ -83,7 +83,7 @@ impl Backend for Absent {
         self.err()
     }
 
-    fn repair(&self, _: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
+    fn heal(&self, _: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
         self.err()
     }
 
