@@ -10,7 +10,7 @@
 use qbd_core::backend::WriteData;
 
 use super::range_lock::Mode;
-use super::{Volume, VolumeError};
+use super::{Scheme, Volume, VolumeError};
 
 /// One chunk's share of a request, in whole blocks.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,7 @@ impl Volume {
     pub(super) fn lock_range(&self, s: Segment) -> (u64, u64) {
         let bpc = u64::from(self.geo.blocks_per_chunk());
         let base = s.chunk * bpc;
-        let (first, end) = match &self.ec {
+        let (first, end) = match self.scheme.erasure().map(|e| &e.ec) {
             Some(ec) => {
                 let k = ec.k() as u32;
                 let rows = ec.rows_of(s);
@@ -78,9 +78,9 @@ impl Volume {
         while let Some(s) = segs.next() {
             let (a, b) = self.lock_range(s);
             let guard = self.locks.lock(a, b, Mode::Shared).await;
-            let data = match self.ec {
-                Some(_) => self.ec_read(s, Mode::Shared).await?.data,
-                None => self.read_segment(s).await?,
+            let data = match self.scheme {
+                Scheme::Erasure(_) => self.ec_read(s, Mode::Shared).await?.data,
+                Scheme::Replicated => self.read_segment(s).await?,
             };
             drop(guard);
             let aligned = offset.is_multiple_of(bs) && u64::from(len).is_multiple_of(bs);

@@ -5,11 +5,17 @@
 //! - [`io`]: the data path (read, write with read-modify-write, trim,
 //!   zeroes, flush) with replication as a loop over parts.
 //! - [`range_lock`]: ordering of overlapping requests.
+//! - [`Scheme`]: replication or erasure coding, chosen once at open.
 //! - [`ec`]: erasure-coded volumes (rows, parity, reconstruction).
 //! - [`journal`]: the master's redo journal of EC row updates (the write
 //!   hole), replayed at open before the volume is served.
-//! - [`repair`]: `qbd repair`'s work (rebuild missing, corrupt and stale
-//!   parts chunk by chunk), run offline or inside a master.
+//! - [`heal`]: the one heal operation (replace a part's blocks with
+//!   known-good content), which every trigger runs: read repair, resync,
+//!   crash reconcile ([`recover`]), journal replay and `qbd repair`.
+//! - [`repair`]: `qbd repair`'s work (find missing, corrupt and stale
+//!   parts chunk by chunk and heal them), run offline or inside a master.
+//! - [`fence`]: once any backend says another master holds the volume,
+//!   this master stops serving it.
 //!
 //! Invariants: a chunk's allocation bit is set on every backend holding one
 //! of its parts before its first write; a write is acknowledged only after
@@ -20,6 +26,7 @@ pub mod device;
 pub mod ec;
 pub mod error;
 pub mod fence;
+pub mod heal;
 pub mod health;
 pub mod intent;
 pub mod io;
@@ -62,10 +69,51 @@ pub struct Volume {
     read_only: bool,
     health: health::Health,
     intent: intent::IntentLog,
-    /// `Some` for `ec:K+M` volumes.
-    ec: Option<ec::Ec>,
-    /// `Some` for `ec:K+M` volumes: redo records of row updates.
-    journal: Option<journal::Journal>,
+    /// Replication or erasure coding, chosen once at open.
+    scheme: Scheme,
+}
+
+/// How a volume keeps redundancy, chosen once at open. Each scheme has its
+/// own write, read and heal plans (`docs/heal.md`); code outside the
+/// scheme's own modules matches on it once, at the request's entry.
+#[derive(Debug)]
+pub enum Scheme {
+    /// `replicate:N`: N copies of every block; per block, the highest valid
+    /// generation wins.
+    Replicated,
+    /// `ec:K+M`: K data and M parity parts per row, with the master's redo
+    /// journal closing the write hole.
+    Erasure(Box<Erasure>),
+}
+
+/// The state of an erasure-coded volume.
+#[derive(Debug)]
+pub struct Erasure {
+    /// The code, the row geometry and the reconstruction cache.
+    ec: ec::Ec,
+    /// Redo records of row updates.
+    journal: journal::Journal,
+}
+
+impl Scheme {
+    /// The scheme of a geometry, with the EC journal opened for it.
+    fn new(ec: Option<ec::Ec>, journal: Option<journal::Journal>) -> Result<Self, VolumeError> {
+        match (ec, journal) {
+            (None, _) => Ok(Scheme::Replicated),
+            (Some(ec), Some(journal)) => Ok(Scheme::Erasure(Box::new(Erasure { ec, journal }))),
+            (Some(_), None) => Err(VolumeError::Setup(
+                "an erasure-coded volume needs its journal".into(),
+            )),
+        }
+    }
+
+    /// The EC state, for erasure-coded volumes.
+    fn erasure(&self) -> Option<&Erasure> {
+        match self {
+            Scheme::Replicated => None,
+            Scheme::Erasure(e) => Some(e),
+        }
+    }
 }
 
 impl Volume {

@@ -20,7 +20,7 @@ use super::intent::{Dirty, IntentLog};
 use super::journal::{Journal, Outstanding, Shape};
 use super::range_lock::RangeLock;
 use super::repair::absent::Absent;
-use super::{AllocBits, Volume, VolumeError};
+use super::{AllocBits, Scheme, Volume, VolumeError};
 
 /// Default block size.
 pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
@@ -156,8 +156,7 @@ pub async fn open_volume_with(
         meta,
         health,
         intent,
-        ec: Ec::for_geometry(&geo)?,
-        journal,
+        scheme: Scheme::new(Ec::for_geometry(&geo)?, journal)?,
     };
     if mode != OpenMode::Inspect {
         recover(&volume, dirty, outstanding, mode == OpenMode::Serve).await?;

@@ -3,14 +3,15 @@
 //! Parts are tried in turn (starting at `chunk mod parts`, to spread load),
 //! skipping failed backends and stale parts. A block that fails its checks
 //! on one part is served from another and the bad copy is rewritten with the
-//! good one through the repair operation (under the read's range lock, so
-//! no write can interleave). A part that is missing or unusable as a file is
+//! good one (read repair: a heal, [`super::heal`], under the read's range
+//! lock, so no write can interleave). A part that is missing or unusable as a file is
 //! recorded as stale, so the resync rebuilds it.
 
-use qbd_core::backend::{BackendError, BlockState, BlockWrite, PartId, PartRead, WriteData};
+use qbd_core::backend::{BackendError, BlockState, PartId, PartRead};
 
+use super::heal::Content;
 use super::io::Segment;
-use super::{Volume, VolumeError};
+use super::{Scheme, Volume, VolumeError};
 
 /// A verified segment: data and, per block, the state of the copy served.
 #[derive(Debug)]
@@ -24,7 +25,7 @@ impl Volume {
     /// The caller holds an exclusive lock over it (read-modify-write); the
     /// read path of `read_at` takes shared locks and reads EC itself.
     pub(super) async fn read_segment(&self, s: Segment) -> Result<Vec<u8>, VolumeError> {
-        if self.ec.is_some() {
+        if let Scheme::Erasure(_) = self.scheme {
             return Ok(self
                 .ec_read(s, super::range_lock::Mode::Exclusive)
                 .await?
@@ -111,7 +112,7 @@ impl Volume {
         };
         let Some(missing) = missing else {
             let states: Vec<BlockState> = states.into_iter().flatten().collect();
-            self.repair_copies(s, &bad, &data, &states).await;
+            self.heal_bad_copies(s, &bad, &data, &states).await;
             return Ok(Verified { data, states });
         };
         Err(VolumeError::Unreadable {
@@ -140,8 +141,11 @@ impl Volume {
         }
     }
 
-    /// Rewrites the corrupt copies found while reading with the good ones.
-    async fn repair_copies(
+    /// Read repair: heals the copies found corrupt while reading with the
+    /// good ones, at their generations, under the read's range lock (which
+    /// no write of these blocks can hold meanwhile). A copy that cannot be
+    /// healed makes its part stale (recorded before the read returns).
+    async fn heal_bad_copies(
         &self,
         s: Segment,
         bad: &[(usize, u32)],
@@ -151,34 +155,19 @@ impl Volume {
         let bs = self.bs() as usize;
         for &(p, b) in bad {
             let bi = b as usize;
-            let (payload, generation) = match &states[bi] {
-                BlockState::Data(g) => {
-                    (WriteData::Bytes(data[bi * bs..(bi + 1) * bs].to_vec()), *g)
-                }
-                BlockState::Zero(g) => (WriteData::Zero { punch: true }, *g),
-                _ => (
-                    WriteData::Zero { punch: true },
-                    qbd_core::generation::Generation::NONE,
-                ),
-            };
+            let content = Content::of(&states[bi], &data[bi * bs..(bi + 1) * bs])
+                .unwrap_or(Content::NEVER_WRITTEN);
             let slot = self.placement.slot(s.chunk, p);
             let part = PartId {
                 chunk: s.chunk,
                 part: p as u8,
             };
-            let w = BlockWrite {
-                part,
-                first: s.first + b,
-                count: 1,
-                data: payload,
-                generation,
-            };
             let backend = &self.backends[slot];
-            match backend.heal(w).await {
-                Ok(_) => {
+            match self.heal_block(slot, part, s.first + b, content).await {
+                Ok(()) => {
                     self.health.note_written(slot, s.chunk);
                     eprintln!(
-                        "qbd-master: repaired chunk {} block {} on {}",
+                        "qbd-master: healed chunk {} block {} on {}",
                         s.chunk,
                         s.first + b,
                         backend.describe()
@@ -186,12 +175,14 @@ impl Volume {
                 }
                 Err(e) => {
                     eprintln!(
-                        "qbd-master: repair of chunk {} on {} failed: {e}",
+                        "qbd-master: heal of chunk {} on {} failed: {e}",
                         s.chunk,
                         backend.describe()
                     );
-                    self.fail(slot, &e.to_string());
-                    let _ = self.degrade(&[slot], &[s.chunk]).await;
+                    if !matches!(&e, VolumeError::Backend(b) if b.is_fenced()) {
+                        self.fail(slot, &e.to_string());
+                        let _ = self.degrade(&[slot], &[s.chunk]).await;
+                    }
                 }
             }
         }

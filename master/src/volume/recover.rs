@@ -24,15 +24,14 @@
 //! entry is cleared on every backend. `qbd repair` ([`super::repair`])
 //! reuses the winner rule and the replica rebuild.
 
-use qbd_core::backend::{BlockState, BlockWrite, PartId, PartRead, WriteData};
-use qbd_core::format::record::RECORD_SIZE;
+use qbd_core::backend::{BlockState, PartId, PartRead, WriteData};
 use qbd_core::generation::Generation;
 
+use super::heal::{Apply, Content, image_of};
 use super::io::Segment;
 use super::journal::{Outstanding, RowUpdate};
 use super::range_lock::Mode;
-use super::repair::copy::Put;
-use super::{Volume, VolumeError};
+use super::{Scheme, Volume, VolumeError};
 
 impl Volume {
     /// Redoes the row updates the previous master journaled but did not
@@ -41,9 +40,10 @@ impl Volume {
         for note in &out.notes {
             eprintln!("qbd-master: {note}");
         }
-        let Some(journal) = &self.journal else {
+        let Scheme::Erasure(e) = &self.scheme else {
             return Ok(());
         };
+        let journal = &e.journal;
         if out.records.is_empty() {
             return journal.replayed().await;
         }
@@ -58,7 +58,9 @@ impl Volume {
             let targets: Vec<usize> = (0..self.geo.redundancy.parts())
                 .filter(|&p| self.usable(self.placement.slot(u.chunk, p), u.chunk))
                 .collect();
-            let results = self.apply_row_update(&u, &targets, true, false).await;
+            let results = self
+                .apply_row_update(&u, &targets, Apply::Heal, false)
+                .await;
             if let Err(e) = self
                 .settle_row_writes(u.chunk, k, &targets, results, false)
                 .await
@@ -151,7 +153,7 @@ impl Volume {
         let s = self.whole_chunk(chunk);
         let (a, b) = self.lock_range(s);
         let _g = self.locks.lock(a, b, Mode::Exclusive).await;
-        if self.ec.is_some() {
+        if let Scheme::Erasure(_) = self.scheme {
             return self.ec_reconcile_chunk(chunk).await;
         }
         let mut copies: Vec<(usize, PartRead)> = Vec::new();
@@ -197,6 +199,10 @@ impl Volume {
         Ok(fixed)
     }
 
+    /// Heals block `b` of every copy that disagrees with the winner (the
+    /// highest valid generation), or, if no copy is valid, with the first
+    /// readable copy's bytes under a fresh generation. Returns the copies
+    /// healed.
     async fn reconcile_block(
         &self,
         chunk: u64,
@@ -205,57 +211,44 @@ impl Volume {
     ) -> Result<u64, VolumeError> {
         let bs = self.bs() as usize;
         let bi = b as usize;
-        let (payload, generation, agree): (WriteData, Generation, Vec<usize>) =
-            match block_winner(copies, bi) {
-                Some((g, r)) => {
-                    let payload = match &r.blocks[bi] {
-                        BlockState::Data(_) => {
-                            WriteData::Bytes(r.data[bi * bs..(bi + 1) * bs].to_vec())
-                        }
-                        _ => WriteData::Zero { punch: true },
-                    };
-                    let same = copies
-                        .iter()
-                        .filter(|(_, c)| c.blocks[bi] == r.blocks[bi])
-                        .map(|(p, _)| *p)
-                        .collect();
-                    (payload, g, same)
-                }
-                None => {
-                    let Some((p, _)) = copies.first() else {
-                        return Ok(0);
-                    };
-                    let slot = self.placement.slot(chunk, *p);
-                    let raw = self.backends[slot]
-                        .read_raw(
-                            PartId {
-                                chunk,
-                                part: *p as u8,
-                            },
-                            b,
-                        )
-                        .await?;
-                    let g = self
-                        .generations
-                        .next()
-                        .ok_or(VolumeError::GenerationsExhausted)?;
-                    (WriteData::Bytes(raw.data), g, Vec::new())
-                }
-            };
-        let mut fixed = 0;
-        for (p, _) in copies.iter().filter(|(p, _)| !agree.contains(p)) {
-            let w = BlockWrite {
-                part: PartId {
+        let torn_bytes;
+        let (content, agree): (Content<'_>, Vec<usize>) = match block_winner(copies, bi) {
+            Some((g, r)) => {
+                let content = match &r.blocks[bi] {
+                    BlockState::Data(_) => Content::Data(&r.data[bi * bs..(bi + 1) * bs], g),
+                    _ => Content::Zero(g),
+                };
+                let same = copies
+                    .iter()
+                    .filter(|(_, c)| c.blocks[bi] == r.blocks[bi])
+                    .map(|(p, _)| *p)
+                    .collect();
+                (content, same)
+            }
+            None => {
+                let Some((p, _)) = copies.first() else {
+                    return Ok(0);
+                };
+                let id = PartId {
                     chunk,
                     part: *p as u8,
-                },
-                first: b,
-                count: 1,
-                data: clone_payload(&payload),
-                generation,
+                };
+                let slot = self.placement.slot(chunk, *p);
+                torn_bytes = self.backends[slot].read_raw(id, b).await?.data;
+                let g = self
+                    .generations
+                    .next()
+                    .ok_or(VolumeError::GenerationsExhausted)?;
+                (Content::Data(&torn_bytes, g), Vec::new())
+            }
+        };
+        let mut fixed = 0;
+        for (p, _) in copies.iter().filter(|(p, _)| !agree.contains(p)) {
+            let id = PartId {
+                chunk,
+                part: *p as u8,
             };
-            self.backends[self.placement.slot(chunk, *p)]
-                .heal(w)
+            self.heal_block(self.placement.slot(chunk, *p), id, b, content)
                 .await?;
             fixed += 1;
         }
@@ -310,50 +303,17 @@ impl Volume {
         // cleared (issue 14, defect 2).
         let (a, b) = self.lock_range(self.whole_chunk(chunk));
         let _g = self.locks.lock(a, b, Mode::Exclusive).await;
-        if self.allocated.get(chunk) && self.ec.is_some() {
+        if !self.allocated.get(chunk) {
+            // Never written: nothing to rebuild.
+        } else if let Scheme::Erasure(_) = self.scheme {
             self.ec_resync_part(slot, part).await?;
-        } else if self.allocated.get(chunk) {
+        } else {
             let good = self.read_verified(self.whole_chunk(chunk)).await?;
-            let image: Vec<Option<BlockState>> = good.states.into_iter().map(Some).collect();
-            self.rebuild_replica(slot, part, &good.data, &image).await?;
+            let states: Vec<Option<BlockState>> = good.states.into_iter().map(Some).collect();
+            let image = image_of(&states, &good.data, self.bs() as usize);
+            self.heal_whole_part(slot, part, &image).await?;
         }
-        self.clear_stale_everywhere(slot, chunk).await
-    }
-
-    /// Replaces replica `part` on `slot` with a fresh file holding `image`
-    /// (per block: the good copy's state, its bytes in `data`; `None`: no
-    /// good copy, so the block gets an invalid record and reads as lost,
-    /// never as zeros), each block at its own generation
-    /// ([`super::repair::copy`]), then synced.
-    /// Returns the blocks written.
-    pub(super) async fn rebuild_replica(
-        &self,
-        slot: usize,
-        part: PartId,
-        data: &[u8],
-        image: &[Option<BlockState>],
-    ) -> Result<u64, VolumeError> {
-        let target = &self.backends[slot];
-        target.recreate(part).await?;
-        let bs = self.bs() as usize;
-        let mut written = 0;
-        for (i, st) in image.iter().enumerate() {
-            let put = match st {
-                Some(st) => Put::of(st, &data[i * bs..(i + 1) * bs]),
-                None => {
-                    target
-                        .write_raw(part, i as u32, None, Some(LOST_RECORD))
-                        .await?;
-                    continue;
-                }
-            };
-            if let Some(put) = put {
-                self.put_block(slot, part, i as u32, put, true).await?;
-                written += 1;
-            }
-        }
-        target.sync(Some(vec![part])).await?;
-        Ok(written)
+        self.heal_done(slot, part).await
     }
 
     pub(super) async fn clear_stale_everywhere(
@@ -371,10 +331,6 @@ impl Volume {
         Ok(())
     }
 }
-
-/// A record no block can have (it fails its checksum): what a rebuilt part
-/// holds where no good copy of a block was left, so it reads as lost.
-pub(super) const LOST_RECORD: [u8; RECORD_SIZE] = [0xff; RECORD_SIZE];
 
 /// The copy of block `b` with the highest valid generation, if any copy is
 /// valid (reconcile's and repair's winner).
@@ -394,12 +350,5 @@ pub(super) fn block_generation(st: &BlockState) -> Option<Generation> {
         BlockState::Unwritten => Some(Generation::NONE),
         BlockState::Data(g) | BlockState::Zero(g) => Some(*g),
         BlockState::Corrupt(_) => None,
-    }
-}
-
-fn clone_payload(p: &WriteData) -> WriteData {
-    match p {
-        WriteData::Bytes(d) => WriteData::Bytes(d.clone()),
-        WriteData::Zero { punch } => WriteData::Zero { punch: *punch },
     }
 }

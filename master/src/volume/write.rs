@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use qbd_core::backend::{BackendError, BlockWrite, PartId, WriteData};
 
 use super::io::Segment;
-use super::{Volume, VolumeError};
+use super::{Scheme, Volume, VolumeError};
 
 impl Volume {
     /// Writes a segment's new blocks to every usable part of its chunk.
@@ -22,9 +22,9 @@ impl Volume {
         fua: bool,
     ) -> Result<(), VolumeError> {
         self.intent.begin(s.chunk)?;
-        let r = match self.ec {
-            Some(_) => self.ec_write(s, data, fua).await,
-            None => self.write_replicas(s, data, fua).await,
+        let r = match self.scheme {
+            Scheme::Erasure(_) => self.ec_write(s, data, fua).await,
+            Scheme::Replicated => self.write_replicas(s, data, fua).await,
         };
         self.intent.end(s.chunk);
         r
@@ -174,7 +174,8 @@ impl Volume {
     pub async fn flush_all(&self) -> Result<(), VolumeError> {
         self.fence.check()?;
         let mark = self.intent.flush_started();
-        let journal_mark = self.journal.as_ref().map(|j| j.flush_started());
+        let journal = self.scheme.erasure().map(|e| &e.journal);
+        let journal_mark = journal.map(|j| j.flush_started());
         // A failed backend misses this FLUSH: what it had not synced is stale.
         for s in (0..self.backends.len()).filter(|&s| self.health.is_failed(s)) {
             let chunks = self.health.take_unsynced(s);
@@ -202,7 +203,7 @@ impl Volume {
             return Err(VolumeError::NoCopy("no backend could sync".into()));
         }
         self.intent.flushed(mark);
-        if let (Some(j), Some(m)) = (&self.journal, journal_mark) {
+        if let (Some(j), Some(m)) = (journal, journal_mark) {
             j.flushed(m).await;
         }
         Ok(())

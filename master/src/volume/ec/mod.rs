@@ -11,7 +11,8 @@
 //!   come from the cache (built for the whole chunk in one decode).
 //! - [`write`]: row updates; [`parity`]: how parity blocks and their
 //!   records reach a backend.
-//! - [`repair`]: resync of stale parts and reconcile after a crash.
+//! - [`recover`]: the heal plans of EC chunks: resync of stale parts and
+//!   reconcile after a crash.
 //!
 //! Locking: every EC request locks whole rows (the block range rounded out
 //! to multiples of K), shared for reads and exclusive for writes, so parity
@@ -27,7 +28,7 @@
 pub(super) mod cache;
 pub(super) mod parity;
 pub(super) mod read;
-pub(super) mod repair;
+pub(super) mod recover;
 pub(super) mod rows;
 pub(super) mod write;
 
@@ -91,7 +92,7 @@ impl Ec {
 impl super::Volume {
     /// Reconstructed data parts held in memory (0 for replicated volumes).
     pub fn ec_cached_parts(&self) -> usize {
-        self.ec.as_ref().map_or(0, |e| e.cache.len())
+        self.scheme.erasure().map_or(0, |e| e.ec.cache.len())
     }
 }
 

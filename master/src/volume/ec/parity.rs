@@ -24,6 +24,7 @@ use qbd_core::ec::{Cover, PartMeta};
 use qbd_core::format::record::{MetaRecord, RecordPos};
 use qbd_core::generation::Generation;
 
+use super::super::heal::Apply;
 use super::super::{Volume, VolumeError};
 
 /// Parity blocks of one parity part over a run of rows.
@@ -81,12 +82,13 @@ impl Volume {
     }
 
     /// Writes parity blocks and then their parity records (see the module
-    /// docs); `repair` uses the repair operation (resync, reconcile).
+    /// docs); [`Apply::Heal`] heals them (resync, reconcile, replay, `qbd
+    /// repair`: `super::super::heal`).
     pub(in crate::volume) async fn write_parity(
         &self,
         slot: usize,
         w: ParityWrite,
-        repair: bool,
+        apply: Apply,
     ) -> Result<(), VolumeError> {
         let bs = self.bs() as usize;
         let count = w.covers.len() as u32;
@@ -102,10 +104,15 @@ impl Volume {
             generation: w.generation,
         };
         let backend = &self.backends[slot];
-        let outcome = if repair {
-            backend.heal(bw).await?
-        } else {
-            backend.write(bw).await?
+        let outcome = match apply {
+            Apply::Heal => {
+                self.heal_write(slot, bw).await?;
+                qbd_core::backend::WriteOutcome {
+                    applied: count,
+                    skipped: 0,
+                }
+            }
+            Apply::Write => backend.write(bw).await?,
         };
         if outcome.applied != count {
             return Err(VolumeError::Inconsistent(format!(

@@ -6,7 +6,7 @@
 //! missing) or that fails its checks comes from the reconstructed part in
 //! the cache; on a miss, a reader (holding only shared locks) builds the
 //! entry for the whole chunk under a shared whole-chunk lock, in one decode
-//! per erasure pattern, and repairs the blocks of usable parts that failed
+//! per erasure pattern, and heals the blocks of usable parts that failed
 //! their checks. A writer (holding exclusive row locks, which a whole-chunk
 //! lock would wait for) restores just its rows and caches nothing.
 
@@ -14,10 +14,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use qbd_core::backend::{BlockWrite, PartId, PartRead, WriteData};
+use qbd_core::backend::{PartId, PartRead};
 use qbd_core::ec::{PartMeta, PartSet};
 use qbd_core::generation::Generation;
 
+use super::super::heal::Content;
 use super::super::io::Segment;
 use super::super::range_lock::Mode;
 use super::super::{Volume, VolumeError};
@@ -43,8 +44,13 @@ struct Source {
 
 impl Volume {
     pub(in crate::volume) fn ec_state(&self) -> Result<&Ec, VolumeError> {
-        self.ec
-            .as_ref()
+        Ok(&self.erasure_state()?.ec)
+    }
+
+    /// The EC state (an error on a replicated volume: a caller's bug).
+    pub(in crate::volume) fn erasure_state(&self) -> Result<&super::super::Erasure, VolumeError> {
+        self.scheme
+            .erasure()
             .ok_or_else(|| VolumeError::Setup("not an erasure-coded volume".into()))
     }
 
@@ -215,7 +221,7 @@ impl Volume {
         let (run, restored) = restore_async(ec.codec, self.bs() as usize, run, want).await?;
         let mut out = Vec::new();
         for (p, part) in restored {
-            self.repair_restored(chunk, p, &run.parts[p].metas, &part)
+            self.heal_restored(chunk, p, &run.parts[p].metas, &part)
                 .await;
             let part = Arc::new(part);
             ec.cache.insert(chunk, p, part.clone());
@@ -226,40 +232,37 @@ impl Volume {
         Ok(out)
     }
 
-    /// Rewrites, with the repair operation, the blocks of a usable data
-    /// part that failed their checks and were restored.
-    async fn repair_restored(&self, chunk: u64, p: usize, metas: &[PartMeta], part: &CachedPart) {
+    /// Read repair of an EC data part: heals the blocks of a usable data
+    /// part that failed their checks and were restored from the row.
+    async fn heal_restored(&self, chunk: u64, p: usize, metas: &[PartMeta], part: &CachedPart) {
         let slot = self.placement.slot(chunk, p);
         if !self.usable(slot, chunk) {
             return;
         }
         let bs = self.bs() as usize;
+        let id = PartId {
+            chunk,
+            part: p as u8,
+        };
         for (i, meta) in metas.iter().enumerate() {
             let (PartMeta::Unavailable, Some(g)) = (meta, part.gens[i]) else {
                 continue;
             };
-            let w = BlockWrite {
-                part: PartId {
-                    chunk,
-                    part: p as u8,
-                },
-                first: i as u32,
-                count: 1,
-                data: WriteData::Bytes(part.data[i * bs..(i + 1) * bs].to_vec()),
-                generation: g,
-            };
-            match self.backends[slot].heal(w).await {
-                Ok(_) => {
+            let content = Content::Data(&part.data[i * bs..(i + 1) * bs], g);
+            match self.heal_block(slot, id, i as u32, content).await {
+                Ok(()) => {
                     self.health.note_written(slot, chunk);
                     eprintln!(
-                        "qbd-master: repaired chunk {chunk} part {p} block {i} on {} from the other parts",
+                        "qbd-master: healed chunk {chunk} part {p} block {i} on {} from the other parts",
                         self.backends[slot].describe()
                     );
                 }
                 Err(e) => {
-                    eprintln!("qbd-master: repair of chunk {chunk} part {p} failed: {e}");
-                    self.fail(slot, &e.to_string());
-                    let _ = self.degrade(&[slot], &[chunk]).await;
+                    eprintln!("qbd-master: heal of chunk {chunk} part {p} failed: {e}");
+                    if !matches!(&e, VolumeError::Backend(b) if b.is_fenced()) {
+                        self.fail(slot, &e.to_string());
+                        let _ = self.degrade(&[slot], &[chunk]).await;
+                    }
                     return;
                 }
             }

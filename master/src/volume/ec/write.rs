@@ -26,6 +26,7 @@ use qbd_core::backend::{BlockWrite, PartId, WriteData};
 use qbd_core::ec::Cover;
 use qbd_core::generation::Generation;
 
+use super::super::heal::Apply;
 use super::super::io::Segment;
 use super::super::journal::{PartPut, RowUpdate};
 use super::super::range_lock::Mode;
@@ -113,22 +114,18 @@ impl Volume {
         };
         let covers: Vec<Cover> = gens.chunks(k).map(Cover::new).collect::<Result<_, _>>()?;
         let update = self.row_update(s, &rows, generation, covers, &buf, zero, parity)?;
-        let ticket = match &self.journal {
-            Some(j) => Some(j.append(&update).await?),
-            None => None,
-        };
-        let results = self.apply_row_update(&update, &targets, false, fua).await;
-        if let (Some(j), Some(t)) = (&self.journal, ticket) {
-            j.done(t);
-        }
+        let journal = &self.erasure_state()?.journal;
+        let ticket = journal.append(&update).await?;
+        let results = self
+            .apply_row_update(&update, &targets, Apply::Write, fua)
+            .await;
+        journal.done(ticket);
         self.settle_row_writes(s.chunk, k, &targets, results, fua)
             .await?;
-        if let (Some(j), Some(t)) = (&self.journal, ticket)
-            && fua
-        {
-            j.synced(t).await;
+        if fua {
+            journal.synced(ticket).await;
         }
-        if self.journal.as_ref().is_some_and(|j| j.wants_flush()) {
+        if journal.wants_flush() {
             self.flush_all().await?;
         }
         Ok(())
@@ -196,13 +193,14 @@ impl Volume {
         })
     }
 
-    /// Writes a row update to the `targets` parts (with the repair
-    /// operation when replaying it); per target, whether it wrote.
+    /// Writes a row update to the `targets` parts (healing them, at the
+    /// record's generations, when replaying it); per target, whether it
+    /// wrote.
     pub(in crate::volume) async fn apply_row_update(
         &self,
         u: &RowUpdate,
         targets: &[usize],
-        repair: bool,
+        apply: Apply,
         fua: bool,
     ) -> Vec<Result<bool, VolumeError>> {
         let k = self.geo.redundancy.data_parts();
@@ -225,11 +223,11 @@ impl Volume {
                         data: copy(&put.data),
                         generation: u.generation,
                     };
-                    let backend = &self.backends[slot];
-                    if repair {
-                        backend.heal(w).await?;
-                    } else {
-                        backend.write(w).await?;
+                    match apply {
+                        Apply::Heal => self.heal_write(slot, w).await?,
+                        Apply::Write => {
+                            self.backends[slot].write(w).await?;
+                        }
                     }
                 } else {
                     let pw = ParityWrite {
@@ -242,7 +240,7 @@ impl Volume {
                         covers: u.covers.clone(),
                         generation: u.generation,
                     };
-                    self.write_parity(slot, pw, repair).await?;
+                    self.write_parity(slot, pw, apply).await?;
                 }
                 if fua {
                     self.backends[slot].sync(Some(vec![id])).await?;

@@ -23,12 +23,11 @@ use qbd_core::generation::Generation;
 
 use super::super::ec::cache::CachedPart;
 use super::super::ec::parity::ParityWrite;
-use super::super::ec::repair::{row_gens, runs};
+use super::super::ec::recover::{row_gens, runs};
 use super::super::ec::rows::{PartProbe, RunRead, restore_async};
+use super::super::heal::{Apply, Content};
 use super::super::range_lock::Mode;
-use super::super::recover::LOST_RECORD;
 use super::super::{Volume, VolumeError};
-use super::copy::Put;
 use super::replica::classify_error;
 use super::report::{ChunkOutcome, Problem};
 
@@ -207,12 +206,9 @@ impl Volume {
         };
         self.ec_put_rows(slot, part, r, &written).await?;
         for (i, _) in r.lost.iter().enumerate().filter(|(_, l)| **l) {
-            self.backends[slot]
-                .write_raw(part, i as u32, None, Some(LOST_RECORD))
-                .await?;
+            self.heal_block(slot, part, i as u32, Content::Lost).await?;
         }
-        self.backends[slot].sync(Some(vec![part])).await?;
-        self.clear_stale_everywhere(slot, chunk).await?;
+        self.heal_done(slot, part).await?;
         out.bytes_written += written.iter().filter(|w| **w).count() as u64 * self.bs();
         out.stale_cleared += 1;
         out.repaired(p);
@@ -252,8 +248,8 @@ impl Volume {
         let bs = self.bs() as usize;
         for i in rows {
             let Some(g) = c.gens[i] else { continue };
-            let put = Put::Data(&c.data[i * bs..(i + 1) * bs], g);
-            self.put_block(slot, part, i as u32, put, false).await?;
+            let content = Content::Data(&c.data[i * bs..(i + 1) * bs], g);
+            self.heal_block(slot, part, i as u32, content).await?;
         }
         Ok(())
     }
@@ -284,6 +280,6 @@ impl Volume {
                 .collect::<Result<_, _>>()?,
             generation,
         };
-        self.write_parity(slot, pw, true).await
+        self.write_parity(slot, pw, Apply::Heal).await
     }
 }

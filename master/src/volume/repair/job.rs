@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use super::super::{Volume, VolumeError};
+use super::super::{Scheme, Volume, VolumeError};
 use super::checkpoint::Checkpoint;
 use super::pace::Pace;
 use super::report::{ChunkOutcome, Problem, RepairReport};
@@ -194,10 +194,10 @@ impl Volume {
 
     /// One chunk; an error is the chunk's finding, not the run's end.
     async fn repair_chunk(&self, chunk: u64, dry: bool) -> ChunkOutcome {
-        let r = match (self.allocated.get(chunk), self.ec.is_some()) {
+        let r = match (self.allocated.get(chunk), &self.scheme) {
             (false, _) => Ok(ChunkOutcome::default()),
-            (true, true) => self.repair_ec_chunk(chunk, dry).await,
-            (true, false) => self.repair_replica_chunk(chunk, dry).await,
+            (true, Scheme::Erasure(_)) => self.repair_ec_chunk(chunk, dry).await,
+            (true, Scheme::Replicated) => self.repair_replica_chunk(chunk, dry).await,
         };
         let mut out = r.unwrap_or_else(|e| {
             let mut out = ChunkOutcome::default();

@@ -22,7 +22,6 @@
 
 pub mod absent;
 pub mod checkpoint;
-pub(in crate::volume) mod copy;
 mod ec;
 pub mod job;
 pub mod pace;

@@ -10,12 +10,11 @@
 //! an invalid record for it, so it reads as EIO, never as zeros.
 
 use qbd_core::backend::{BackendError, BlockState, PartId, PartRead};
-use qbd_core::generation::Generation;
 
+use super::super::heal::{Content, image_of};
 use super::super::range_lock::Mode;
 use super::super::recover::{block_generation, block_winner};
 use super::super::{Volume, VolumeError};
-use super::copy::Put;
 use super::report::{ChunkOutcome, Problem};
 
 /// How one part was found.
@@ -150,11 +149,11 @@ impl Volume {
                 .map(|(_, r)| &r.data[b * bs..(b + 1) * bs]);
             // A block that must read as never written gets zeros at
             // generation 0, as reconcile does.
-            let put = match (Put::of(st, src.unwrap_or_default()), src) {
-                (Some(put), Some(_)) => put,
-                _ => Put::Zero(Generation::NONE),
+            let content = match (Content::of(st, src.unwrap_or_default()), src) {
+                (Some(c), Some(_)) => c,
+                _ => Content::NEVER_WRITTEN,
             };
-            self.put_block(slot, part, b as u32, put, false).await?;
+            self.heal_block(slot, part, b as u32, content).await?;
         }
         self.backends[slot].sync(Some(vec![part])).await?;
         Ok(bad.len() as u64)
@@ -175,8 +174,9 @@ impl Volume {
             chunk,
             part: p as u8,
         };
-        let n = self.rebuild_replica(slot, part, data, image).await?;
-        self.clear_stale_everywhere(slot, chunk).await?;
+        let image = image_of(image, data, self.bs() as usize);
+        let n = self.heal_whole_part(slot, part, &image).await?;
+        self.heal_done(slot, part).await?;
         Ok(n)
     }
 

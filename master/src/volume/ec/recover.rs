@@ -5,8 +5,8 @@
 //! (one read per part, one decode per erasure pattern); a data part gets
 //! its blocks back at the generations the rows' versions give them, a
 //! parity part is re-encoded from the (restored) data with covers of those
-//! generations. The part is recreated empty first and written with the
-//! repair operation; never-written rows stay holes.
+//! generations. The part is recreated empty first and healed
+//! (`super::super::heal`); never-written rows stay holes.
 //!
 //! **Reconcile** after a crash (chunks in the write-intent log): blocks of
 //! usable data parts that fail their checks are restored from the row's
@@ -18,11 +18,11 @@
 
 use std::ops::Range;
 
-use qbd_core::backend::{BlockWrite, PartId, WriteData};
+use qbd_core::backend::PartId;
 use qbd_core::ec::{Cover, PartMeta, PartSet};
 use qbd_core::generation::Generation;
 
-use super::super::repair::copy::Put;
+use super::super::heal::{Apply, Content};
 use super::super::{Volume, VolumeError};
 use super::cache::CachedPart;
 use super::parity::ParityWrite;
@@ -46,8 +46,9 @@ pub(in crate::volume) fn runs<T: PartialEq + Copy>(
 
 impl Volume {
     /// Rebuilds stale part `part` on backend `slot` from the other parts
-    /// (data blocks at their own generations, through the raw write: see
-    /// `repair::copy`).
+    /// (data blocks at their own generations: a heal, `super::super::heal`).
+    /// The caller holds the chunk's exclusive lock and clears the stale
+    /// mark before releasing it.
     pub(in crate::volume) async fn ec_resync_part(
         &self,
         slot: usize,
@@ -96,7 +97,7 @@ impl Volume {
                         .collect::<Result<_, _>>()?,
                     generation,
                 };
-                self.write_parity(slot, pw, true).await?;
+                self.write_parity(slot, pw, Apply::Heal).await?;
             }
         }
         target.sync(Some(vec![part])).await?;
@@ -114,8 +115,8 @@ impl Volume {
             let Some(g) = g.filter(|g| *g != Generation::NONE) else {
                 continue;
             };
-            let put = Put::Data(&c.data[i * bs..(i + 1) * bs], g);
-            self.put_block(slot, part, i as u32, put, true).await?;
+            let content = Content::Data(&c.data[i * bs..(i + 1) * bs], g);
+            self.heal_block(slot, part, i as u32, content).await?;
         }
         Ok(())
     }
@@ -172,15 +173,8 @@ impl Volume {
                         g
                     }
                 };
-                self.backends[slot]
-                    .heal(BlockWrite {
-                        part: id,
-                        first: i as u32,
-                        count: 1,
-                        data: WriteData::Bytes(c.data[i * bs..(i + 1) * bs].to_vec()),
-                        generation,
-                    })
-                    .await?;
+                let content = Content::Data(&c.data[i * bs..(i + 1) * bs], generation);
+                self.heal_block(slot, id, i as u32, content).await?;
                 fixed += 1;
             }
         }
@@ -221,7 +215,7 @@ impl Volume {
                         .collect::<Result<_, _>>()?,
                     generation,
                 };
-                self.write_parity(slot, pw, true).await?;
+                self.write_parity(slot, pw, Apply::Heal).await?;
                 fixed += r.len() as u64;
             }
         }
