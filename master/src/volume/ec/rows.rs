@@ -101,6 +101,27 @@ impl Volume {
         part: usize,
         rows: Range<u32>,
     ) -> (PartRun, PartProbe) {
+        let slot = self.placement.slot(chunk, part);
+        if !self.usable(slot, chunk) {
+            let n = rows.len();
+            let unavailable = PartRun {
+                data: vec![0; n * self.bs() as usize],
+                metas: vec![PartMeta::Unavailable; n],
+            };
+            return (unavailable, PartProbe::Unusable);
+        }
+        self.read_part_run_anyway(chunk, part, rows).await
+    }
+
+    /// Reads `rows` of `part` even if the degraded map calls it stale
+    /// (`qbd repair` checks a stale part's blocks before it calls a row
+    /// lost); only a failed backend is not asked.
+    pub(in crate::volume) async fn read_part_run_anyway(
+        &self,
+        chunk: u64,
+        part: usize,
+        rows: Range<u32>,
+    ) -> (PartRun, PartProbe) {
         let bs = self.bs() as usize;
         let n = rows.len();
         let unavailable = || PartRun {
@@ -108,7 +129,7 @@ impl Volume {
             metas: vec![PartMeta::Unavailable; n],
         };
         let slot = self.placement.slot(chunk, part);
-        if !self.usable(slot, chunk) {
+        if self.health.is_failed(slot) {
             return (unavailable(), PartProbe::Unusable);
         }
         let id = PartId {

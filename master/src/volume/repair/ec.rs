@@ -24,7 +24,7 @@ use qbd_core::generation::Generation;
 use super::super::ec::cache::CachedPart;
 use super::super::ec::parity::ParityWrite;
 use super::super::ec::recover::{row_gens, runs};
-use super::super::ec::rows::{PartProbe, RunRead, restore_async};
+use super::super::ec::rows::{PartProbe, PartRun, RunRead, restore_async};
 use super::super::heal::{Apply, Content};
 use super::super::range_lock::Mode;
 use super::super::{Volume, VolumeError};
@@ -72,7 +72,9 @@ impl Volume {
         out.bytes_read += needs.iter().filter(|n| **n == Need::Blocks).count() as u64
             * u64::from(rows)
             * bs as u64;
-        let (run, data) = restore_async(ec.codec, bs, run, ec.rows.data_set()).await?;
+        let (run, mut data) = restore_async(ec.codec, bs, run, ec.rows.data_set()).await?;
+        self.restore_from_stale(chunk, &needs, &run, &mut data)
+            .await?;
         let lost: Vec<bool> = (0..rows as usize)
             .map(|r| data.iter().any(|(_, c)| c.gens[r].is_none()))
             .collect();
@@ -99,6 +101,82 @@ impl Volume {
             ec.cache.invalidate(chunk);
         }
         Ok(out)
+    }
+
+    /// Rows the usable parts cannot restore are not lost yet: parts the
+    /// degraded map only *believes* stale are read and their blocks
+    /// checked. A row is restored from them only through a consistent
+    /// decode set, and a stale data block is used only where it is the
+    /// row's version (the generation the row's parity covers): a block
+    /// that missed a write never comes back as data.
+    async fn restore_from_stale(
+        &self,
+        chunk: u64,
+        needs: &[Need],
+        run: &RunRead,
+        data: &mut [(usize, CachedPart)],
+    ) -> Result<(), VolumeError> {
+        let ec = self.ec_state()?;
+        let (k, m, bs) = (ec.k(), ec.m(), self.bs() as usize);
+        let lost: Vec<usize> = (0..run.rows.len())
+            .filter(|&r| data.iter().any(|(_, c)| c.gens[r].is_none()))
+            .collect();
+        let stale: Vec<usize> = (0..needs.len())
+            .filter(|&p| {
+                needs[p] == Need::Whole && !self.health.is_failed(self.placement.slot(chunk, p))
+            })
+            .collect();
+        if lost.is_empty() || stale.is_empty() {
+            return Ok(());
+        }
+        let mut second = RunRead {
+            rows: run.rows.clone(),
+            parts: run
+                .parts
+                .iter()
+                .map(|p| PartRun {
+                    data: p.data.clone(),
+                    metas: p.metas.clone(),
+                })
+                .collect(),
+        };
+        for &p in &stale {
+            if let (part, PartProbe::Read) =
+                self.read_part_run_anyway(chunk, p, run.rows.clone()).await
+            {
+                second.parts[p] = part;
+            }
+        }
+        for &r in &lost {
+            let v = second.verdict(k, m, r)?;
+            if v.is_torn() {
+                // Some part disagrees with the version the stale parts
+                // would give: they may be the ones that missed a write.
+                for &p in &stale {
+                    second.parts[p].metas[r] = PartMeta::Unavailable;
+                }
+                continue;
+            }
+            for &p in stale.iter().filter(|&&p| p < k) {
+                if let PartMeta::Data(g) = second.parts[p].metas[r]
+                    && v.version_generation(p) != Some(g)
+                {
+                    second.parts[p].metas[r] = PartMeta::Unavailable;
+                }
+            }
+        }
+        let again = restore_async(ec.codec, bs, second, ec.rows.data_set())
+            .await?
+            .1;
+        for ((_, c), (_, a)) in data.iter_mut().zip(again) {
+            for &r in &lost {
+                if c.gens[r].is_none() && a.gens[r].is_some() {
+                    c.data[r * bs..(r + 1) * bs].copy_from_slice(&a.data[r * bs..(r + 1) * bs]);
+                    c.gens[r] = a.gens[r];
+                }
+            }
+        }
+        Ok(())
     }
 
     fn ec_need(&self, chunk: u64, p: usize, probe: PartProbe, out: &mut ChunkOutcome) -> Need {
