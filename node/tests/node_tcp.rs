@@ -332,8 +332,10 @@ async fn shutdown_answers_every_request_it_accepted() {
     let mut served = start().await;
     let node = Arc::clone(&served.node);
     let (mut c, _) = Client::connect(served.addr, &KEY).await;
+    // Created at epoch 1, as a master that took it (the session epoch the
+    // requests below carry).
     let create = Request::CreateVolume {
-        meta: meta(&node, 0),
+        meta: meta(&node, 1),
     };
     assert_eq!(c.call(create).await, Response::Done);
     let open = c
