@@ -13,7 +13,9 @@
 //!   well under way (the nodes' data directories grew by a given amount);
 //! - [`qbd`]: `qbd verify` / `qbd repair` against the rig's nodes;
 //! - [`volume_epoch`]: the epoch a node stores in the volume's `.meta`;
-//! - [`flip_data`]: one flipped byte in a block of a part file (damage only a checksum sees).
+//! - [`flip_data`]: one flipped byte in a block of a part file (damage only a checksum sees);
+//! - [`snapshot_parts`], [`restore_parts`]: a replica rolled back to an older state of its part
+//!   files, unknown to the degraded map (a lagging replica).
 //!
 //! Every wait is bounded; nothing sleeps in place of a signal.
 
@@ -458,4 +460,35 @@ pub fn flip_data(path: &Path, blocks: u32, block: u32) {
     byte[0] ^= 0x5a;
     file.write_all_at(&byte, at)
         .unwrap_or_else(|e| panic!("write {} at {at}: {e}", path.display()));
+}
+
+/// Copies every part file under the node data directory `data` to `into` (same relative
+/// paths): a snapshot to roll the replica back to with [`restore_parts`].
+pub fn snapshot_parts(data: &Path, into: &Path) {
+    for file in crate::common::part_files(data) {
+        let to = into.join(relative(&file, data));
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        }
+        std::fs::copy(&file, &to)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", file.display(), to.display()));
+    }
+}
+
+/// Puts the part files of a [`snapshot_parts`] snapshot `from` back under `data`: the replica
+/// loses every write made since, and nothing on the node says so (no degraded-map entry).
+/// Returns how many files it restored.
+pub fn restore_parts(data: &Path, from: &Path) -> usize {
+    let files = crate::common::part_files(data);
+    for file in &files {
+        let saved = from.join(relative(file, data));
+        std::fs::copy(&saved, file)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", saved.display(), file.display()));
+    }
+    files.len()
+}
+
+fn relative<'a>(file: &'a Path, root: &Path) -> &'a Path {
+    file.strip_prefix(root)
+        .unwrap_or_else(|e| panic!("{} is under {}: {e}", file.display(), root.display()))
 }
