@@ -13,21 +13,35 @@
 //!   [`Journal::flushed`]), or right away for FUA writes (their parts were
 //!   synced before the reply). Retirement is in memory only.
 //! - **Bounded**: when every written record is retired the file is cut back
-//!   to its header; when live records remain in a large file, they are
-//!   copied to a new file (compaction). The volume FLUSHes by itself once
-//!   the file exceeds [`FLUSH_AT`].
+//!   to its header; when live records remain in a large file, the records
+//!   a replay still needs are copied to a new file (compaction). The
+//!   volume FLUSHes by itself once the file exceeds [`FLUSH_AT`].
 //! - **Replay**: at open, the records of the previous epoch's master are
-//!   returned for replay before the volume is served; the header is first
-//!   re-tagged with the new epoch (a crash during replay replays again).
+//!   returned for replay, in sequence order, before the volume is served;
+//!   the header is first re-tagged with the new epoch (a crash during
+//!   replay replays again).
 //!   Reading stops at the first record that is short, fails its checksum,
 //!   names another volume or does not increase the sequence: a torn tail
 //!   (crash during an append) was never acknowledged, so it is ignored.
+//!
+//! **Invariant** (what makes replay in sequence order sound): the file
+//! holds every live record, and for every row it holds a record of, it
+//! holds that row's newest record. Appends keep it (the new record is the
+//! newest of its rows); compaction keeps it by its rule ([`keep`]: a
+//! retired record newer than a kept record of the same rows is kept too —
+//! a FUA record retires at once while an older record of its row may still
+//! be live); the cut to the header happens only when every record is
+//! retired, i.e. synced. A cut that has not reached the disk yet leaves
+//! the old file, which held the invariant too; once a record is appended
+//! after the cut, the sequence check of the scan stops before any old
+//! record that survived past the new ones.
 //!
 //! The file's header carries the epoch of the master owning it; records of
 //! a journal whose tag is not the volume's previous epoch (another master
 //! has run since) are not replayed — the write-intent log reconciles every
 //! written chunk in that case.
 
+mod keep;
 mod record;
 
 use std::collections::BTreeMap;
@@ -39,6 +53,7 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
+use keep::Rows;
 pub use record::{Header, PartPut, Record, RowUpdate, Torn};
 
 use super::VolumeError;
@@ -48,6 +63,8 @@ use record::HEADER_LEN;
 pub const FLUSH_AT: u64 = 64 << 20;
 /// Files past this with few live records are compacted.
 const COMPACT_AT: u64 = 16 << 20;
+/// A compaction is worth it when what it keeps is less than this share.
+const COMPACT_RATIO: u64 = 4;
 
 /// The open journal.
 #[derive(Debug)]
@@ -86,6 +103,10 @@ struct State {
     end: u64,
     /// Records not retired.
     live: BTreeMap<u64, Live>,
+    /// Retired records still in the file (a compaction may keep them).
+    retired: BTreeMap<u64, Retired>,
+    /// The file length past which a compaction is tried.
+    compact_at: u64,
     clock: u64,
     broken: Option<String>,
 }
@@ -95,8 +116,27 @@ struct Live {
     /// Offset once written.
     off: Option<u64>,
     len: u64,
+    rows: Rows,
     /// Clock value when the row update ended.
     done_at: Option<u64>,
+}
+
+/// A retired record in the file: its blocks are synced on the backends.
+#[derive(Debug)]
+struct Retired {
+    off: u64,
+    len: u64,
+    rows: Rows,
+}
+
+/// A record in the file, as compaction sees it.
+#[derive(Debug)]
+struct InFile {
+    seq: u64,
+    off: u64,
+    len: u64,
+    rows: Rows,
+    live: bool,
 }
 
 /// A durable record of a row update in progress.
@@ -107,7 +147,8 @@ pub struct Ticket(u64);
 /// What the previous master left to redo.
 #[derive(Debug, Default)]
 pub struct Outstanding {
-    /// Records to replay, in order.
+    /// Records to replay, in sequence (journal) order: the order the
+    /// updates of each row were applied (module docs, invariant).
     pub records: Vec<Record>,
     /// Why something was ignored (torn tail, untrusted file), for the log.
     pub notes: Vec<String>,
@@ -167,6 +208,8 @@ impl Journal {
                 pending_recs: Vec::new(),
                 end: keep.max(HEADER_LEN) as u64,
                 live: BTreeMap::new(),
+                retired: BTreeMap::new(),
+                compact_at: COMPACT_AT,
                 clock: 0,
                 broken: None,
             }),
@@ -205,6 +248,7 @@ impl Journal {
                 Live {
                     off: None,
                     len,
+                    rows: Rows::of(update),
                     done_at: None,
                 },
             );
@@ -266,7 +310,7 @@ impl Journal {
 
     /// The blocks of `t` are synced on their backends (FUA): retire it.
     pub async fn synced(&self, t: Ticket) {
-        self.lock().live.remove(&t.0);
+        self.lock().retire(t.0);
         self.shrink().await;
     }
 
@@ -280,9 +324,18 @@ impl Journal {
     /// The FLUSH of `mark` synced the backends: retire the records of row
     /// updates that ended before it started.
     pub async fn flushed(&self, mark: u64) {
-        self.lock()
-            .live
-            .retain(|_, l| l.done_at.is_none_or(|d| d >= mark));
+        {
+            let mut s = self.lock();
+            let ended: Vec<u64> = s
+                .live
+                .iter()
+                .filter(|(_, l)| l.done_at.is_some_and(|d| d < mark))
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in ended {
+                s.retire(seq);
+            }
+        }
         self.shrink().await;
     }
 
@@ -293,6 +346,7 @@ impl Journal {
         let _io = self.io.lock().await;
         let mut s = self.lock();
         s.live.clear();
+        s.retired.clear();
         s.file
             .set_len(HEADER_LEN as u64)
             .and_then(|()| s.file.sync_data())
@@ -324,66 +378,147 @@ impl Journal {
     /// Cuts the file back to its header when no written record is live, or
     /// compacts a large file holding few live records. The cut is not
     /// synced: the next batch's `fdatasync` makes the new length durable,
-    /// and until then the stale records (all retired) replay harmlessly.
+    /// and until then the old file, which holds the journal's invariant,
+    /// replays soundly (module docs).
     async fn shrink(&self) {
         let _io = self.io.lock().await;
         let mut s = self.lock();
-        let live_bytes: u64 = s
-            .live
-            .values()
-            .filter(|l| l.off.is_some())
-            .map(|l| l.len)
-            .sum();
         if s.end <= HEADER_LEN as u64 {
             return;
         }
+        let live_bytes = s.live_bytes();
         if live_bytes == 0 {
-            match s.file.set_len(HEADER_LEN as u64) {
-                Ok(()) => s.end = HEADER_LEN as u64,
-                Err(e) => eprintln!(
-                    "qbd-master: cannot truncate journal {}: {e}",
+            s.cut(&self.path);
+        } else if s.end > s.compact_at && live_bytes * COMPACT_RATIO < s.end {
+            if let Err(e) = self.compact(&mut s) {
+                eprintln!(
+                    "qbd-master: cannot compact journal {}: {e}",
                     self.path.display()
-                ),
+                );
             }
-        } else if s.end > COMPACT_AT
-            && live_bytes * 4 < s.end
-            && let Err(e) = self.compact(&mut s)
-        {
-            eprintln!(
-                "qbd-master: cannot compact journal {}: {e}",
-                self.path.display()
-            );
+            // Why: records kept for their rows may leave little to gain;
+            // retry only once the file has doubled, not on every retire.
+            s.compact_at = COMPACT_AT.max(s.end.saturating_mul(2));
         }
     }
 
-    /// Copies the live records to a new file and renames it over the old
-    /// one (synced before the rename, so a crash leaves one or the other).
+    /// Copies the records a replay still needs ([`keep::kept`]) to a new
+    /// file, in sequence order, and renames it over the old one (synced
+    /// before the rename, so a crash leaves one or the other). Skipped
+    /// when the kept records are not much smaller than the file.
     fn compact(&self, s: &mut State) -> Result<(), VolumeError> {
+        let records = s.in_file();
+        let keep = keep::kept(records.iter().map(|r| (r.rows, r.live)));
+        let kept: Vec<&InFile> = records
+            .iter()
+            .zip(keep)
+            .filter_map(|(r, k)| k.then_some(r))
+            .collect();
+        let kept_bytes: u64 = kept.iter().map(|r| r.len).sum();
+        if kept_bytes * COMPACT_RATIO >= s.end {
+            return Ok(());
+        }
         let tmp = self.path.with_extension("journal.tmp");
         let new = create_fresh(&tmp, self.volume, self.epoch)?;
         let mut at = HEADER_LEN as u64;
-        let mut moved = Vec::new();
-        for (seq, l) in s.live.iter() {
-            let Some(off) = l.off else { continue };
-            let mut buf = vec![0u8; l.len as usize];
+        let mut moved = BTreeMap::new();
+        for r in kept {
+            let mut buf = vec![0u8; r.len as usize];
             s.file
-                .read_exact_at(&mut buf, off)
+                .read_exact_at(&mut buf, r.off)
                 .and_then(|()| new.write_all_at(&buf, at))
                 .map_err(|e| io_err("compact", &tmp, e))?;
-            moved.push((*seq, at));
-            at += l.len;
+            moved.insert(r.seq, at);
+            at += r.len;
         }
         new.sync_data().map_err(|e| io_err("sync", &tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| io_err("rename", &tmp, e))?;
         sync_dir(&self.path)?;
-        for (seq, off) in moved {
-            if let Some(l) = s.live.get_mut(&seq) {
-                l.off = Some(off);
-            }
-        }
+        s.moved(&moved);
         s.file = Arc::new(new);
         s.end = at;
         Ok(())
+    }
+}
+
+impl State {
+    /// Retires record `seq`; a written one stays known until a cut drops it.
+    fn retire(&mut self, seq: u64) {
+        let Some(l) = self.live.remove(&seq) else {
+            return;
+        };
+        // Why: a record not written yet cannot be retired (its update
+        // starts after the append returns), but if it were, it has no
+        // place in the file to account for.
+        if let Some(off) = l.off {
+            let (len, rows) = (l.len, l.rows);
+            self.retired.insert(seq, Retired { off, len, rows });
+        }
+    }
+
+    /// Bytes of the written records that are live.
+    fn live_bytes(&self) -> u64 {
+        self.live
+            .values()
+            .filter(|l| l.off.is_some())
+            .map(|l| l.len)
+            .sum()
+    }
+
+    /// Cuts the file back to its header: every written record is retired.
+    fn cut(&mut self, path: &Path) {
+        match self.file.set_len(HEADER_LEN as u64) {
+            Ok(()) => {
+                self.end = HEADER_LEN as u64;
+                self.retired.clear();
+                self.compact_at = COMPACT_AT;
+            }
+            Err(e) => eprintln!(
+                "qbd-master: cannot truncate journal {}: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    /// The written records, live and retired, in sequence order.
+    fn in_file(&self) -> Vec<InFile> {
+        let live = self.live.iter().filter_map(|(&seq, l)| {
+            let off = l.off?;
+            let (len, rows) = (l.len, l.rows);
+            Some(InFile {
+                seq,
+                off,
+                len,
+                rows,
+                live: true,
+            })
+        });
+        let retired = self.retired.iter().map(|(&seq, r)| InFile {
+            seq,
+            off: r.off,
+            len: r.len,
+            rows: r.rows,
+            live: false,
+        });
+        let mut all: Vec<InFile> = live.chain(retired).collect();
+        all.sort_unstable_by_key(|r| r.seq);
+        all
+    }
+
+    /// After a compaction: the new offsets of the kept records; the
+    /// retired records not kept are gone from the file.
+    fn moved(&mut self, to: &BTreeMap<u64, u64>) {
+        for (seq, l) in self.live.iter_mut() {
+            if let Some(&off) = to.get(seq) {
+                l.off = Some(off);
+            }
+        }
+        self.retired.retain(|seq, _| to.contains_key(seq));
+        for (seq, r) in self.retired.iter_mut() {
+            if let Some(&off) = to.get(seq) {
+                r.off = off;
+            }
+        }
     }
 }
 

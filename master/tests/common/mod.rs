@@ -133,6 +133,11 @@ impl Volume {
     pub fn first_dir(&self) -> &Path {
         &self.dirs[0]
     }
+
+    /// The master's `--state` directory.
+    pub fn state(&self) -> &Path {
+        self.state.path()
+    }
 }
 
 /// The volume directory `<root>/<nr>` of the one volume a backend root holds.

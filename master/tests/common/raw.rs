@@ -238,3 +238,26 @@ pub fn request_header(cmd: u16, handle: u64, offset: u64, len: u32) -> [u8; 28] 
     buf[24..28].copy_from_slice(&len.to_be_bytes());
     buf
 }
+
+/// NBD_CMD_FLAG_FUA: the write is durable before its reply.
+pub const CMD_FLAG_FUA: u16 = 1 << 0;
+
+impl Client {
+    /// Writes `data` at `offset` with FUA: Ok or Err(NBD errno).
+    pub fn write_fua(&mut self, offset: u64, data: &[u8]) -> Result<(), u32> {
+        let len = u32::try_from(data.len()).expect("payload fits u32");
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        let mut header = request_header(CMD_WRITE, handle, offset, len);
+        header[4..6].copy_from_slice(&CMD_FLAG_FUA.to_be_bytes());
+        self.stream.write_all(&header).expect("send request");
+        self.stream.write_all(data).expect("send payload");
+        let reply = self.read_reply().expect("write reply");
+        assert_eq!(reply.handle, handle, "reply handle");
+        if reply.error != 0 {
+            Err(reply.error)
+        } else {
+            Ok(())
+        }
+    }
+}
