@@ -16,9 +16,10 @@
 //! in flight each: the test must know exactly which write was acknowledged, and a block is only
 //! ever written by one connection, so "last acknowledged" is well defined.
 //!
-//! Caught before the fix (`resync_chunk` cleared the stale mark after dropping the lock): 5 of
-//! 5 runs, each losing 5 to 30 acknowledged writes (e.g. `22 of 4096 blocks ... block 1234:
-//! acknowledged seq 3, read seq 2`). Runtime: about 15 s (the master's probe backs off 1 s, 2 s).
+//! Caught before the fix (`resync_chunk` cleared the stale mark after dropping the chunk lock):
+//! 6 of 6 runs, each with 2 to 10 acknowledged, flushed writes lost (`block 103 (chunk 6):
+//! acknowledged seq 7, read seq 6`), besides 26 to 64 chunks left stale (a write that raced the
+//! clearing re-marked them) and so unreadable from the resynced node alone. Runtime: about 6 s.
 //!
 //! Every process listens on 127.0.0.1 only and is stopped when dropped, even on panic; every
 //! wait is bounded and waits for a signal (a stderr line, a count of acknowledged writes).
