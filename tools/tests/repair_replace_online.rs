@@ -178,7 +178,11 @@ fn replaced_online(kind: Kind, redundancy: &str, backends: usize) {
     let mut args = vec!["repair".to_owned()];
     args.extend(flags.clone());
     args.extend(["--state".to_owned(), state(&f).display().to_string()]);
-    args.extend(["--json".to_owned(), "--max-rate".to_owned(), "4M".to_owned()]);
+    args.extend([
+        "--json".to_owned(),
+        "--max-rate".to_owned(),
+        "4M".to_owned(),
+    ]);
     args.extend(["--replace".to_owned(), format!("{old_id}={new_arg}")]);
     let before = writer.count();
     let out = qbd(&args);
@@ -208,7 +212,11 @@ fn replaced_online(kind: Kind, redundancy: &str, backends: usize) {
     v.extend(new_set);
     v.push("--deep".into());
     let deep = qbd(&v);
-    assert_eq!(deep.code, Some(0), "verify --deep over the new set: {deep:#?}");
+    assert_eq!(
+        deep.code,
+        Some(0),
+        "verify --deep over the new set: {deep:#?}"
+    );
     assert!(deep.stdout.contains("HEALTHY"), "{deep:#?}");
     let parts = common::damage::volume_dir(new_dir.path());
     let held = (0..SIZE / CHUNK)
