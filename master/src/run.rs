@@ -53,12 +53,13 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     let mut cfg = ExportConfig::new(req.name.clone());
     cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout);
     let server = Server::new(Arc::clone(&volume), cfg);
+    let reach = admin_reach(&args)?;
     // Handlers go in before the ready line: a SIGTERM right after it must
     // stop us gracefully, not kill us.
     let shutdown = shutdown_signal()?;
     announce(&ready);
     let maintenance = tokio::spawn(maintain_forever(Arc::clone(&volume)));
-    let admin = crate::admin::server::Admin::new(Arc::clone(&volume), args.state.clone());
+    let admin = crate::admin::server::Admin::new(Arc::clone(&volume), args.state.clone(), reach);
     let admin = tokio::spawn(admin.serve(admin_listener));
     let served = server.run(listeners, shutdown).await;
     admin.abort();
@@ -170,6 +171,20 @@ async fn connect_node(
         .await
         .map_err(|e| setup(format!("--node {node}: {e}")))?;
     Ok(Arc::new(b))
+}
+
+/// What the admin endpoint needs to reach a backend named in a request:
+/// the nodes' cluster key (if the master has one) and its own name.
+fn admin_reach(args: &Args) -> Result<crate::admin::reach::Reach, VolumeError> {
+    let key = match args.cluster_key.is_some() || args.insecure {
+        true => Some(cluster_key(args)?),
+        false => None,
+    };
+    Ok(crate::admin::reach::Reach {
+        key,
+        me: format!("qbd-master {}", master_name()),
+        l2: args.transport == TransportKind::L2,
+    })
 }
 
 fn cluster_key(args: &Args) -> Result<ClusterKey, VolumeError> {

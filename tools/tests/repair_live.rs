@@ -4,7 +4,8 @@
 //! master. fio passes (no write lost, every block reads back), the repair
 //! exits 0, and `qbd verify --deep` is clean afterwards. Part files were
 //! damaged before the master started (deleted, truncated, flipped).
-//! `--replace` is refused while the master serves (exit 2).
+//! A `--replace` whose OLD is none of the master's backends is refused by
+//! the master (exit 2).
 
 mod common;
 #[path = "common/repair_support.rs"]
@@ -93,7 +94,10 @@ fn live(kind: Kind, redundancy: &str, backends: usize) {
         Some(2),
         "--replace through a master: {refused:#?}"
     );
-    assert!(refused.stderr.contains("stop it first"), "{refused:#?}");
+    assert!(
+        refused.stderr.contains("none of this master's backends"),
+        "{refused:#?}"
+    );
     master.stop();
     let deep = f.verify(&["--deep"]);
     assert_eq!(deep.code, Some(0), "verify --deep after: {deep:#?}");

@@ -7,7 +7,12 @@
 //! ← {"reply":"progress","chunk":12,"done":13,"total":96,"bytes":…,"seconds":0.4}   (repeated)
 //! ← {"reply":"done","report":{…RepairReport…}}
 //! ← {"reply":"error","message":"…"}                                               (instead of done)
+//! → {"op":"replace","old":"<uuid>|/srv/b|10.0.0.7:7000","new":"/srv/z|10.0.0.8:7000"}
+//! ← {"reply":"replaced","slot":1,"backend":"dir:/srv/z","epoch":8,"already":false}
 //! ```
+//!
+//! `replace` switches the placement table only (`docs/repair.md` §6); the
+//! client sends `repair` next to fill NEW.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +30,15 @@ pub enum Request {
         #[serde(default)]
         options: RepairOptions,
     },
+    /// Put the fresh backend `new` in `old`'s placement slot.
+    Replace {
+        /// A backend of the table: its UUID, directory path (absolute) or
+        /// node `HOST:PORT`.
+        old: String,
+        /// The fresh backend: an absolute directory path or a node
+        /// `HOST:PORT`, reached by the master.
+        new: String,
+    },
 }
 
 /// A reply line.
@@ -39,6 +53,17 @@ pub enum Reply {
         uuid: uuid::Uuid,
         /// The master's epoch.
         epoch: u64,
+    },
+    /// The table names NEW now (`already`: it did before this request).
+    Replaced {
+        /// The placement slot NEW holds.
+        slot: usize,
+        /// NEW, as the master describes it.
+        backend: String,
+        /// The master's epoch now.
+        epoch: u64,
+        /// Nothing was switched: an earlier replace had done it.
+        already: bool,
     },
     /// Where a repair is.
     Progress(Progress),
@@ -83,6 +108,16 @@ mod tests {
             jobs: 1,
         };
         assert_eq!(r, Request::Repair { options: want });
+        let r: Request = serde_json::from_str(r#"{"op":"replace","old":"/srv/b","new":"/srv/z"}"#)
+            .expect("replace");
+        assert_eq!(
+            r,
+            Request::Replace {
+                old: "/srv/b".into(),
+                new: "/srv/z".into()
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"replace","old":"x"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"format"}"#).is_err());
     }
 

@@ -1,4 +1,7 @@
 //! The admin listener: one task per connection, one request per connection.
+//!
+//! Repairs and replaces hold `busy`: one at a time, so a replace never
+//! switches a slot under a running repair's feet.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +12,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, watch};
 
 use super::proto::{Reply, Request};
+use super::reach::{self, Reach};
 use crate::volume::Volume;
+use crate::volume::repair::replace::Replaced;
 use crate::volume::repair::{Progress, RepairOptions, run_repair};
 
 /// Progress lines are sent at most this often.
@@ -23,17 +28,20 @@ pub struct Admin {
     volume: Arc<Volume>,
     /// The master's state directory (the repair checkpoint).
     state: PathBuf,
-    /// Held while a repair runs: one at a time.
-    repairing: Mutex<()>,
+    /// How NEW of a replace is reached.
+    reach: Reach,
+    /// Held while a repair or a replace runs: one at a time.
+    busy: Mutex<()>,
 }
 
 impl Admin {
     /// The endpoint of `volume`.
-    pub fn new(volume: Arc<Volume>, state: PathBuf) -> Arc<Self> {
+    pub fn new(volume: Arc<Volume>, state: PathBuf, reach: Reach) -> Arc<Self> {
         Arc::new(Admin {
             volume,
             state,
-            repairing: Mutex::new(()),
+            reach,
+            busy: Mutex::new(()),
         })
     }
 
@@ -62,6 +70,7 @@ impl Admin {
             Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
                 Ok(Request::Hello) => self.hello(),
                 Ok(Request::Repair { options }) => return self.repair(options, &mut wr).await,
+                Ok(Request::Replace { old, new }) => self.replace(&old, &new).await,
                 Err(e) => Reply::Error {
                     message: format!("bad request: {e}"),
                 },
@@ -71,6 +80,47 @@ impl Admin {
             },
         };
         let _ = wr.write_all(reply.line().as_bytes()).await;
+    }
+
+    /// Switches OLD's slot to NEW (`Volume::replace_serving`).
+    async fn replace(&self, old: &str, new: &str) -> Reply {
+        let Ok(_one) = self.busy.try_lock() else {
+            return error("a repair or a replace is already running on this master".into());
+        };
+        let slots: Vec<_> = self
+            .volume
+            .backends()
+            .iter()
+            .map(|b| (b.id(), b.describe()))
+            .collect();
+        let Some(old_id) = reach::old_id(old, &slots) else {
+            return error(format!(
+                "--replace: OLD {old} is none of this master's backends ({}): give its UUID \
+                 (from the placement table in .meta)",
+                slots
+                    .iter()
+                    .map(|(_, d)| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let backend = match self.reach.backend(new).await {
+            Ok(b) => b,
+            Err(why) => return error(format!("--replace: NEW {new}: {why}")),
+        };
+        eprintln!("qbd-master: admin: replace {old} by {new}");
+        match self.volume.replace_serving(old_id, backend).await {
+            Ok((slot, done)) => Reply::Replaced {
+                slot,
+                backend: self.volume.backends()[slot].describe(),
+                epoch: self.volume.meta().epoch,
+                already: done == Replaced::AlreadySwitched,
+            },
+            Err(e) => {
+                eprintln!("qbd-master: admin: replace failed: {e}");
+                error(format!("--replace: {e}"))
+            }
+        }
     }
 
     fn hello(&self) -> Reply {
@@ -84,10 +134,8 @@ impl Admin {
 
     /// Runs a repair, streaming progress; stops if the client goes away.
     async fn repair(&self, opts: RepairOptions, wr: &mut tokio::net::unix::OwnedWriteHalf) {
-        let Ok(_one) = self.repairing.try_lock() else {
-            let busy = Reply::Error {
-                message: "a repair is already running on this master".into(),
-            };
+        let Ok(_one) = self.busy.try_lock() else {
+            let busy = error("a repair or a replace is already running on this master".into());
             let _ = wr.write_all(busy.line().as_bytes()).await;
             return;
         };
@@ -134,4 +182,8 @@ impl Admin {
         };
         let _ = wr.write_all(reply.line().as_bytes()).await;
     }
+}
+
+fn error(message: String) -> Reply {
+    Reply::Error { message }
 }

@@ -70,6 +70,23 @@ impl Health {
         self.stale[slot].get(chunk)
     }
 
+    /// A new backend took `slot` (`qbd repair --replace` while serving):
+    /// nothing the slot's old backend owed applies any more; the new one's
+    /// parts of `stale` chunks (recorded durably first) are stale until
+    /// healed, and the slot is usable for writes to its other parts.
+    pub(super) fn new_backend_in(&self, slot: usize, stale: &[u64]) {
+        // Set before clear: no moment where one of them reads as current.
+        stale.iter().for_each(|&c| self.stale[slot].set(c));
+        let keep: HashSet<u64> = stale.iter().copied().collect();
+        let old: Vec<u64> = self.stale[slot]
+            .iter()
+            .filter(|c| !keep.contains(c))
+            .collect();
+        old.into_iter().for_each(|c| self.stale[slot].clear(c));
+        self.take_unsynced(slot);
+        self.unfail(slot);
+    }
+
     pub(super) fn note_written(&self, slot: usize, chunk: u64) {
         if let Ok(mut u) = self.unsynced[slot].lock() {
             u.insert(chunk);

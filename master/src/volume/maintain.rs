@@ -75,8 +75,8 @@ impl Volume {
     /// Re-opens the volume on a failed backend and lets it serve again.
     async fn readmit(&self, slot: usize) -> Result<(), VolumeError> {
         let b = &self.backends[slot];
-        b.open_volume(self.meta.clone()).await?;
-        b.save_meta(self.meta.clone()).await?;
+        b.open_volume(self.meta()).await?;
+        b.save_meta(self.meta()).await?;
         let unsynced = self.health.take_unsynced(slot);
         self.degrade(&[slot], &unsynced).await?;
         self.health.unfail(slot);

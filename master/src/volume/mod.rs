@@ -16,6 +16,8 @@
 //!   parts chunk by chunk and heal them), run offline or inside a master.
 //! - [`fence`]: once any backend says another master holds the volume,
 //!   this master stops serving it.
+//! - [`slot`]: placement slots whose backend `qbd repair --replace` can
+//!   swap while the volume serves.
 //!
 //! Invariants: a chunk's allocation bit is set on every backend holding one
 //! of its parts before its first write; a write is acknowledged only after
@@ -37,6 +39,7 @@ pub mod range_lock;
 mod read;
 pub mod recover;
 pub mod repair;
+pub mod slot;
 mod write;
 
 use std::sync::Arc;
@@ -57,11 +60,13 @@ pub struct Volume {
     /// Down once another master holds the volume (every backend is
     /// behind it: [`fence::Fenced`]).
     fence: Arc<fence::Fence>,
-    meta: VolumeMeta,
+    /// The meta as taken at open; its placement table and epoch change
+    /// when `qbd repair --replace` switches a slot while serving.
+    meta: std::sync::RwLock<VolumeMeta>,
     geo: Geometry,
     placement: PlacementTable,
-    /// Backends by placement slot.
-    backends: Vec<Arc<dyn Backend>>,
+    /// Backends by placement slot (each swappable: [`slot::Slots`]).
+    backends: slot::Slots,
     generations: GenerationCounter,
     allocated: AllocBits,
     alloc_lock: tokio::sync::Mutex<()>,
@@ -117,14 +122,31 @@ impl Scheme {
 }
 
 impl Volume {
-    /// The volume's meta as taken at open (with the new epoch).
-    pub fn meta(&self) -> &VolumeMeta {
-        &self.meta
+    /// The volume's meta: as taken at open (with the new epoch), or as a
+    /// replace while serving switched it (new table, next epoch).
+    pub fn meta(&self) -> VolumeMeta {
+        self.meta
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the meta a replace while serving switched to.
+    fn set_meta(&self, meta: VolumeMeta) {
+        *self
+            .meta
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = meta;
     }
 
     /// The geometry.
     pub fn geometry(&self) -> Geometry {
         self.geo
+    }
+
+    /// The backends by placement slot, as they are now.
+    pub fn backends(&self) -> &[Arc<dyn Backend>] {
+        &self.backends
     }
 
     /// The backend holding part `part` of `chunk`.

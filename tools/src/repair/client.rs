@@ -1,6 +1,7 @@
 //! The admin socket client: `hello` to check the master serves this
-//! volume, then one `repair` request whose progress lines are shown until
-//! the final reply.
+//! volume, then (with `--replace`) one `replace` request that switches the
+//! table in the master, then one `repair` request whose progress lines are
+//! shown until the final reply.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -82,6 +83,35 @@ async fn next_reply(
 }
 
 impl Master {
+    /// Has the master put NEW in OLD's slot (the table only; the repair
+    /// that follows fills NEW). Returns the master's one-line account.
+    pub async fn replace(&self, old: &str, new: &str) -> Result<String, RepairError> {
+        let err = |why: String| RepairError::Admin {
+            path: self.path.clone(),
+            why,
+        };
+        let stream = UnixStream::connect(&self.path)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let req = Request::Replace {
+            old: old.to_owned(),
+            new: new.to_owned(),
+        };
+        match exchange(stream, &req).await.map_err(err)? {
+            Reply::Replaced {
+                slot,
+                backend,
+                epoch,
+                already,
+            } => Ok(match already {
+                true => format!("backend {slot} is {backend} already; repairing"),
+                false => format!("backend {slot} is now {backend} (epoch {epoch}); repairing"),
+            }),
+            Reply::Error { message } => Err(RepairError::Replace(message)),
+            other => Err(err(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     /// Runs a repair in the master, showing its progress.
     pub async fn repair(
         &self,
@@ -106,7 +136,9 @@ impl Master {
                 Reply::Progress(p) => on_progress(&p),
                 Reply::Done { report } => return Ok(report),
                 Reply::Error { message } => return Err(RepairError::Run(message)),
-                Reply::Hello { .. } => return Err(err("unexpected hello".into())),
+                other @ (Reply::Hello { .. } | Reply::Replaced { .. }) => {
+                    return Err(err(format!("unexpected answer {other:?}")));
+                }
             }
         }
     }

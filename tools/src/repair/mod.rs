@@ -6,7 +6,8 @@
 //!   range locks order the repair against its clients' writes).
 //! - [`offline`]: no master runs: open the volume on its backends (taking
 //!   the locks and an epoch as a master would) and repair it here.
-//! - [`replace`]: `--replace OLD=NEW` (offline only).
+//! - [`replace`]: `--replace OLD=NEW` (through the master when one
+//!   serves the volume, else offline).
 //! - [`progress`], [`render`]: the progress bar or lines on stderr, the
 //!   summary (or `--json`) on stdout.
 //!
@@ -64,7 +65,8 @@ pub struct RepairArgs {
     /// Replace backend OLD (its UUID, or a --dir path / --node address
     /// given here) by the fresh backend NEW (a directory path, or a node
     /// HOST:PORT reached like the --node ones) in the placement table,
-    /// then fill it. Offline only.
+    /// then fill it. With a master serving the volume, the master makes the
+    /// switch (NEW must be reachable from it) and the repair runs in it.
     #[arg(long, value_name = "OLD=NEW")]
     pub replace: Option<String>,
 
@@ -116,6 +118,9 @@ pub enum RepairError {
     /// A bad flag value.
     #[error("{0}")]
     Usage(String),
+    /// The serving master refused `--replace` (nothing was switched).
+    #[error("{0}")]
+    Replace(String),
     /// The repair stopped on an error.
     #[error("repair failed: {0}")]
     Run(String),
@@ -180,19 +185,34 @@ pub async fn repair(args: &RepairArgs) -> Result<RepairReport, RepairError> {
     let socket = args.socket();
     let mut view = progress::View::new();
     if let Some(conn) = client::connect(&socket, &args.backends.volume).await? {
-        if args.replace.is_some() {
-            return Err(RepairError::Usage(format!(
-                "--replace needs the volume offline, but a master serves it (admin socket {}): stop it first",
-                socket.display()
-            )));
-        }
         eprintln!(
             "qbd repair: through the running master ({})",
             socket.display()
         );
+        if let Some(s) = &args.replace {
+            replace_online(&conn, s, args.dry_run).await?;
+        }
         return conn.repair(&args.options(), &mut |p| view.show(p)).await;
     }
     offline::repair(args, &mut |p| view.show(p)).await
+}
+
+/// `--replace` through the master: it switches the table, then the
+/// repair that follows fills NEW.
+async fn replace_online(conn: &client::Master, spec: &str, dry: bool) -> Result<(), RepairError> {
+    if dry {
+        return Err(RepairError::Usage(
+            "--replace changes the placement table: it cannot be a dry run".into(),
+        ));
+    }
+    let spec = replace::Spec::parse(spec)?;
+    let (old, new) = (
+        replace::for_master(&spec.old),
+        replace::for_master(&spec.new),
+    );
+    let said = conn.replace(&old, &new).await?;
+    eprintln!("qbd repair: --replace through the master: {said}");
+    Ok(())
 }
 
 fn finish(args: &RepairArgs, r: &RepairReport) -> ExitCode {

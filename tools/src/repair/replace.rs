@@ -1,7 +1,9 @@
-//! `--replace OLD=NEW` on the tool's side: find OLD's identity and reach
-//! NEW, then let the volume switch its table
+//! `--replace OLD=NEW` on the tool's side. Offline: find OLD's identity and
+//! reach NEW, then let the volume switch its table
 //! ([`qbd_master::volume::Volume::replace_backend`], crash-safe) and hand
-//! back the backend set to reopen the volume on.
+//! back the backend set to reopen the volume on. Through a serving master,
+//! the master does both ([`for_master`] makes paths absolute, as the
+//! master's working directory is not ours).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +43,17 @@ impl Spec {
     pub fn is_old(&self, given: &str) -> bool {
         given == self.old
     }
+}
+
+/// One side of `OLD=NEW` as a serving master must get it: a path (it has
+/// a `/` or names a directory here) made absolute; a UUID or `HOST:PORT`
+/// as given.
+pub fn for_master(side: &str) -> String {
+    let p = Path::new(side);
+    if !side.contains('/') && !p.is_dir() {
+        return side.to_owned();
+    }
+    std::path::absolute(p).map_or_else(|_| side.to_owned(), |a| a.display().to_string())
 }
 
 /// OLD's identity: a UUID as written, or read from the directory or node

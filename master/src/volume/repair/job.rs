@@ -82,13 +82,13 @@ pub async fn run_repair(
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<RepairReport, VolumeError> {
     let started = Instant::now();
-    let uuid = volume.meta.uuid;
+    let uuid = volume.meta().uuid;
     let resume = match opts.restart {
         true => None,
         false => Checkpoint::load(state, uuid)?,
     };
     let mut report = RepairReport {
-        volume: volume.meta.name.clone(),
+        volume: volume.meta().name,
         dry_run: opts.dry_run,
         ..Default::default()
     };
@@ -169,7 +169,7 @@ impl Volume {
     /// seen as they are on disk now.
     async fn revalidate_files(&self) {
         for slot in (0..self.backends.len()).filter(|&s| !self.health.is_failed(s)) {
-            if let Err(e) = self.backends[slot].open_volume(self.meta.clone()).await {
+            if let Err(e) = self.backends[slot].open_volume(self.meta()).await {
                 self.fail(slot, &format!("re-open for repair: {e}"));
             }
         }
