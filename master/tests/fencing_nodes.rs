@@ -401,15 +401,25 @@ fn ok(value: &str) -> Answer {
 
 /// Prints one line per step: `ok VALUE` or `err ERRNO`.
 const PRELUDE: &str = r#"
-import errno, sys
+import errno, os, sys
 def distinct(buf):
     return ",".join("%02x" % b for b in sorted(set(buf)))
+def errname(e):
+    # libnbd may leave e.errno unset for an error the server replied with;
+    # its message then ends with strerror() of the NBD error.
+    if e.errno:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    for n in (errno.EIO, errno.EPERM, errno.ENOSPC, errno.EINVAL, errno.ESHUTDOWN,
+              errno.ENOTSUP, errno.EOVERFLOW, errno.ENOMEM):
+        if e.string.endswith(os.strerror(n)):
+            return errno.errorcode[n]
+    return e.string.replace("\n", " ")
 def step(what, f):
     try:
         value = f()
         print("ok", "" if value is None else value)
     except nbd.Error as e:
-        print("err", errno.errorcode.get(e.errno, e.string.replace("\n", " ")) if e.errno else e.string.replace("\n", " "))
+        print("err", errname(e))
     sys.stdout.flush()
 "#;
 

@@ -84,7 +84,8 @@ fn restart_reads_old_or_new(rig: &dyn Rig, tools: &Tools, source: &Path) -> Stri
         "after the restart: (source, zeros, other) = {:?}",
         tally(&seen)
     );
-    master.stop_cleanly();
+    let log = master.stop_cleanly();
+    println!("restarted master's stderr:\n{log}");
     seen
 }
 

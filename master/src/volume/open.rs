@@ -210,6 +210,9 @@ async fn recover(
             all
         }
     };
+    for &c in chunks.iter().filter(|&&c| volume.allocated.get(c)) {
+        volume.complete_allocation(c).await?;
+    }
     volume.reconcile(&chunks).await?;
     // A backend absent now may disagree with what reconcile chose: its
     // parts of those chunks are stale until resynced.

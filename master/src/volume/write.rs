@@ -120,6 +120,18 @@ impl Volume {
         if self.allocated.get(chunk) {
             return Ok(());
         }
+        // Dirty before the first part is created: a crash half-way through
+        // leaves the chunk in the write-intent log, and the next start
+        // completes the allocation (`complete_allocation`).
+        self.intent.begin(chunk)?;
+        let r = self.allocate_parts(chunk).await;
+        self.intent.end(chunk);
+        r
+    }
+
+    /// Creates `chunk`'s parts on the usable backends (at least one), records
+    /// the others stale, then sets the chunk's bit in memory.
+    async fn allocate_parts(&self, chunk: u64) -> Result<(), VolumeError> {
         let mut created = 0;
         let mut missed = Vec::new();
         let mut backend_faults = Vec::new();
@@ -165,6 +177,32 @@ impl Volume {
         }
         self.degrade(&missed, &[chunk]).await?;
         self.allocated.set(chunk);
+        Ok(())
+    }
+
+    /// Completes the allocation of `chunk` that a crash may have cut short
+    /// (its parts are created one backend after another before its first
+    /// write): a part absent on a backend whose own allocation bit is clear
+    /// was never created, and is created now, empty; a part that exists is
+    /// left as it is, and one whose bit is set but whose file is gone is
+    /// damage, left to reconcile and resync (`Backend::allocate` refuses it).
+    pub(super) async fn complete_allocation(&self, chunk: u64) -> Result<(), VolumeError> {
+        for p in 0..self.geo.redundancy.parts() {
+            let slot = self.placement.slot(chunk, p);
+            if !self.usable(slot, chunk) {
+                continue;
+            }
+            let part = PartId {
+                chunk,
+                part: p as u8,
+            };
+            match self.backends[slot].allocate(part).await {
+                Ok(()) => {}
+                Err(BackendError::PartMissing { .. } | BackendError::PartCorrupt { .. }) => {}
+                Err(e) if e.is_fenced() => return Err(e.into()),
+                Err(e) => self.fail(slot, &format!("allocating chunk {chunk}: {e}")),
+            }
+        }
         Ok(())
     }
 
