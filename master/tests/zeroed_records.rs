@@ -38,6 +38,11 @@ fn zeroed_records_in_one_replica_are_healed_not_read_as_zeros() {
 
     let master = Master::start(&args);
     assert_same("read back", &expected, &read_all(&master, SIZE));
+    let log = master.stderr();
+    assert!(
+        log.contains("record zeroed"),
+        "the master names the damage it served around:\n{log}"
+    );
     master.stop_cleanly();
 
     let out = qbd_verify(&volume);
