@@ -192,8 +192,12 @@ mod tests {
         b[8..10].copy_from_slice(&OLD_VERSION.to_le_bytes());
         let sum = checksum128(&[&b[..112]]);
         b[112..128].copy_from_slice(&sum);
-        let e = PartHeader::decode(&b).map(|_| ()).unwrap_err().to_string();
-        assert!(e.contains("old part-file format 1"), "{e}");
+        let e = PartHeader::decode(&b);
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.to_string().contains("old part-file format 1")),
+            "{e:?}"
+        );
     }
 
     #[test]
