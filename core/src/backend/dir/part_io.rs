@@ -42,7 +42,9 @@ use crate::proto::msg::VouchedState;
 
 /// An open part file and its record-group bitmap (read when the file is
 /// opened; changed only under the part's exclusive lock, and only after
-/// the sectors that carry the change are written).
+/// the sectors that carry the change are written). Since every bit is in
+/// the file (page cache) before it is in memory, a handle dropped and
+/// opened again (a re-open, a later LRU) finds the same bitmap.
 #[derive(Debug)]
 pub(super) struct PartFile {
     file: File,
