@@ -2,8 +2,8 @@
 //! replicate:3, distinct data written and flushed, the master stopped, the meta records of 8
 //! blocks zeroed in the part file that reads are served from first, the master started again.
 //! Every block must read back as written (the zeroed records are damage, not "never written":
-//! the good copies serve and read repair rewrites the bad one), and `qbd verify --deep` then
-//! reports the volume HEALTHY.
+//! the good copies serve and read repair rewrites the bad one). `qbd verify --deep` reports the
+//! 8 blocks as corrupt before the restart and the volume HEALTHY after the reads.
 
 mod common;
 
@@ -35,6 +35,14 @@ fn zeroed_records_in_one_replica_are_healed_not_read_as_zeros() {
     // Reads of chunk 0 try part `a` first: damage that copy.
     let target = part_a_of_chunk_0(volume.dirs());
     zero_records(&target, ZEROED);
+
+    // Verify, deep, sees the zeroed records as corrupt blocks of that part.
+    let damaged = qbd_verify(&volume);
+    assert!(
+        damaged.stdout.contains("state: DEGRADED")
+            && damaged.stdout.contains("8 corrupt block(s), first 3"),
+        "verify of the damaged volume: {damaged}"
+    );
 
     let master = Master::start(&args);
     assert_same("read back", &expected, &read_all(&master, SIZE));
