@@ -1,9 +1,10 @@
-//! The part file header: the first 128 bytes of every part file.
+//! The part file header: the first 128 bytes of every part file. The
+//! record-group bitmap follows it in the first page ([`super::groups`]).
 //!
 //! | bytes   | field                                   |
 //! |---------|-----------------------------------------|
 //! | 0..8    | magic `QBDPART\0`                       |
-//! | 8..10   | format version (1)                      |
+//! | 8..10   | format version (2)                      |
 //! | 10..12  | header length (128)                     |
 //! | 12..16  | flags (0)                               |
 //! | 16..32  | volume UUID                             |
@@ -28,8 +29,16 @@ use crate::{CoreError, CoreResult};
 
 /// Header magic.
 pub const MAGIC: [u8; 8] = *b"QBDPART\0";
-/// Current format version.
-pub const VERSION: u16 = 1;
+/// Current format version. Version 2 added the record-group bitmap: in
+/// version 1 an all-zero record meant "never written".
+pub const VERSION: u16 = 2;
+/// The version before record groups, refused with [`OLD_FORMAT_ADVICE`].
+pub const OLD_VERSION: u16 = 1;
+/// What to do with a part file of [`OLD_VERSION`].
+pub const OLD_FORMAT_ADVICE: &str = "it is the old part-file format 1 (an all-zero meta record \
+    meant \"never written\", so zeroed records went unnoticed); this qbd reads format 2 only: \
+    read the volume out with the qbd release that wrote it (e.g. nbdcopy from its export) \
+    and write it into a volume created by this release";
 /// Encoded header length.
 pub const HEADER_LEN: usize = 128;
 
@@ -83,6 +92,12 @@ impl PartHeader {
         b
     }
 
+    /// The format version of a part file's first bytes, if they carry the
+    /// magic (no other check: this is how the old format is told apart).
+    pub fn version_of(b: &[u8]) -> Option<u16> {
+        (b.len() >= 10 && b[0..8] == MAGIC).then(|| le_u16(b, 8))
+    }
+
     /// Decodes and checks magic, version, length and checksum.
     pub fn decode(b: &[u8]) -> CoreResult<Self> {
         let bad = |why: &str| Err(CoreError::malformed("part header", why));
@@ -95,8 +110,10 @@ impl PartHeader {
         if checksum128(&[&b[..112]]) != b[112..128] {
             return bad("header checksum mismatch");
         }
-        if le_u16(b, 8) != VERSION {
-            return bad("unsupported format version");
+        match le_u16(b, 8) {
+            VERSION => {}
+            OLD_VERSION => return bad(OLD_FORMAT_ADVICE),
+            v => return bad(&format!("unsupported format version {v}")),
         }
         if usize::from(le_u16(b, 10)) != HEADER_LEN {
             return bad("unexpected header length");
@@ -142,7 +159,7 @@ mod tests {
     #[test]
     fn golden_bytes() {
         let b = sample().encode();
-        assert_eq!(&b[0..16], b"QBDPART\0\x01\x00\x80\x00\x00\x00\x00\x00");
+        assert_eq!(&b[0..16], b"QBDPART\0\x02\x00\x80\x00\x00\x00\x00\x00");
         assert_eq!(
             &b[16..32],
             &0x0011_2233_4455_6677_8899_aabb_ccdd_eeffu128.to_be_bytes()
@@ -167,6 +184,20 @@ mod tests {
         for n in [0, 1, 64, HEADER_LEN - 1] {
             assert!(PartHeader::decode(&b[..n]).is_err());
         }
+    }
+
+    #[test]
+    fn the_old_format_is_refused_with_advice() {
+        let mut b = sample().encode();
+        b[8..10].copy_from_slice(&OLD_VERSION.to_le_bytes());
+        let sum = checksum128(&[&b[..112]]);
+        b[112..128].copy_from_slice(&sum);
+        let e = PartHeader::decode(&b);
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.to_string().contains("old part-file format 1")),
+            "{e:?}"
+        );
     }
 
     #[test]

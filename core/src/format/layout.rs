@@ -1,8 +1,12 @@
 //! Where things sit in a part file.
 //!
 //! ```text
-//! 0                 header (128 bytes), rest of the first 4 KiB reserved
-//! 4096              meta region: blocks × 192-byte records, padded to 4 KiB
+//! 0                 header (128 bytes), rest of the first sector reserved
+//! 512               record-group bitmap: 1..=7 sectors of 512 bytes
+//!                   (see `groups`), rest of the first 4 KiB reserved
+//! 4096              meta region: blocks × 192-byte records, padded to 4 KiB;
+//!                   groups of 64 records (12 KiB, three pages) are
+//!                   initialised lazily, so the region stays sparse
 //! data_offset       data region: blocks × block_size, data_offset a multiple
 //!                   of the block size so every block is block-aligned
 //! file_size         = data_offset + blocks × block_size (fixed at creation)
@@ -14,6 +18,7 @@
 
 use uuid::Uuid;
 
+use super::groups::{GROUP_RECORDS, GroupMap};
 use super::header::PartHeader;
 use super::record::RECORD_SIZE;
 use crate::{CoreError, CoreResult};
@@ -51,6 +56,25 @@ impl PartLayout {
     /// Offset of block `i`'s meta record.
     pub fn record_offset(&self, block: u32) -> u64 {
         META_OFFSET + u64::from(block) * RECORD_SIZE as u64
+    }
+
+    /// The blocks of record group `g`: (first, count), clipped to the part.
+    pub fn group_blocks(&self, g: u32) -> (u32, u32) {
+        let first = g.saturating_mul(GROUP_RECORDS).min(self.blocks);
+        (first, (self.blocks - first).min(GROUP_RECORDS))
+    }
+
+    /// The record groups that blocks `first .. first + count` touch.
+    pub fn groups_of_range(&self, first: u32, count: u32) -> std::ops::Range<u32> {
+        if count == 0 {
+            return 0..0;
+        }
+        GroupMap::group_of(first)..GroupMap::group_of(first + count - 1) + 1
+    }
+
+    /// The empty group bitmap of a part with this layout.
+    pub fn empty_groups(&self, chunk: u64, part: u8) -> GroupMap {
+        GroupMap::new(chunk, part, self.blocks)
     }
 
     /// Offset of block `i`'s data.
@@ -117,6 +141,17 @@ mod tests {
         assert_eq!(l.data_offset % 4096, 0);
         assert_eq!(l.file_size, l.data_offset + (4 << 20));
         assert_eq!(l.record_offset(1), 4096 + 192);
+    }
+
+    #[test]
+    fn groups_are_whole_pages_of_records() {
+        let l = PartLayout::new(4096, 1000);
+        assert_eq!(GROUP_RECORDS as usize * RECORD_SIZE % 4096, 0);
+        assert_eq!(l.group_blocks(1), (64, 64));
+        assert_eq!(l.group_blocks(15), (960, 40), "the last group is clipped");
+        assert_eq!(l.groups_of_range(63, 2), 0..2);
+        assert_eq!(l.groups_of_range(64, 64), 1..2);
+        assert_eq!(l.empty_groups(0, 0).groups(), 16);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! - [`header`]: the part file header (magic, version, volume UUID, chunk, part, shape).
 //! - [`record`]: the per-block meta record (checksums, generation, flags).
+//! - [`groups`]: which groups of records a part has initialised (an
+//!   all-zero record in an initialised group is damage, not "never written").
 //! - [`layout`]: where header, meta region and data region sit in a part file.
 //! - [`alloc`]: the allocation map of written chunks (`<nr>/.alloc`).
 //!
@@ -9,6 +11,7 @@
 //! BLAKE3 truncated to 128 bits ([`checksum128`]).
 
 pub mod alloc;
+pub mod groups;
 pub mod header;
 pub mod layout;
 pub mod record;

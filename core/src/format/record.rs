@@ -11,9 +11,14 @@
 //! | 160..176 | reserved (0)                                             |
 //! | 176..192 | BLAKE3-128 of (chunk u64, part u8, block u32, bytes 0..176) |
 //!
-//! An all-zero record means "never written" and is valid by definition. Any
-//! other record must pass its checksum, which is keyed by its position so a
-//! record copied to the wrong place is invalid too.
+//! Every record must pass its checksum, which is keyed by its position so a
+//! record copied to the wrong place is invalid too. The "never written"
+//! record ([`MetaRecord::EMPTY`]) is explicit: flags 0, every field zero,
+//! and a valid checksum; it is what a record group is initialised with
+//! (see [`super::groups`]). An all-zero record is therefore *not* valid: in
+//! an initialised group it is a zeroed (damaged) record. Whether a record
+//! is looked at at all is the group bitmap's call: a block of a group never
+//! initialised is never written, whatever its record bytes hold.
 
 use super::{checksum128, le_u32, le_u64};
 use crate::generation::Generation;
@@ -114,12 +119,9 @@ impl MetaRecord {
     }
 
     /// Encodes into `out` (exactly [`RECORD_SIZE`] bytes). The empty record
-    /// encodes as all zeros.
+    /// encodes checksummed like any other (flags 0).
     pub fn encode_into(&self, pos: RecordPos, out: &mut [u8]) {
         out.fill(0);
-        if self.is_empty() {
-            return;
-        }
         out[0..16].copy_from_slice(&self.data_sum);
         out[16..24].copy_from_slice(&self.generation.0.to_le_bytes());
         out[24..28].copy_from_slice(&self.flags.to_le_bytes());
@@ -144,7 +146,12 @@ impl MetaRecord {
             return Err(CoreError::malformed("meta record", "wrong length"));
         }
         if b.iter().all(|&x| x == 0) {
-            return Ok(MetaRecord::EMPTY);
+            // Why not "never written": records are initialised before use,
+            // so zeros where a record was written are damage.
+            return Err(CoreError::malformed(
+                "meta record",
+                "record zeroed (damaged)",
+            ));
         }
         if checksum128(&[&pos_key(pos), &b[..176]]) != b[176..192] {
             return Err(CoreError::malformed(
@@ -153,6 +160,9 @@ impl MetaRecord {
             ));
         }
         let fl = le_u32(b, 24);
+        if fl == 0 {
+            return Self::decode_empty(b);
+        }
         if fl & !flags::KNOWN != 0 || fl & flags::WRITTEN == 0 {
             return Err(CoreError::malformed(
                 "meta record",
@@ -179,6 +189,20 @@ impl MetaRecord {
             covered_len,
             covered,
         })
+    }
+}
+
+impl MetaRecord {
+    /// A checked record with no flags: the "never written" record, whose
+    /// other fields must all be zero.
+    fn decode_empty(b: &[u8]) -> CoreResult<Self> {
+        if b[..176].iter().any(|&x| x != 0) {
+            return Err(CoreError::malformed(
+                "meta record",
+                "unwritten record with non-zero fields",
+            ));
+        }
+        Ok(MetaRecord::EMPTY)
     }
 }
 
@@ -223,12 +247,31 @@ mod tests {
     }
 
     #[test]
-    fn all_zero_means_never_written() {
-        assert_eq!(
-            MetaRecord::decode(&[0u8; RECORD_SIZE], POS).ok(),
-            Some(MetaRecord::EMPTY)
+    fn all_zero_is_damage_and_never_written_is_explicit() {
+        let e = MetaRecord::decode(&[0u8; RECORD_SIZE], POS);
+        assert!(
+            e.as_ref().is_err_and(|e| e.to_string().contains("zeroed")),
+            "{e:?}"
         );
-        assert_eq!(MetaRecord::EMPTY.encode(POS), [0u8; RECORD_SIZE]);
+        let b = MetaRecord::EMPTY.encode(POS);
+        assert!(b[..176].iter().all(|&x| x == 0));
+        assert_ne!(b, [0u8; RECORD_SIZE], "the unwritten record is checksummed");
+        assert_eq!(MetaRecord::decode(&b, POS).ok(), Some(MetaRecord::EMPTY));
+        assert!(
+            MetaRecord::decode(&b, RecordPos { block: 8, ..POS }).is_err(),
+            "keyed by position"
+        );
+    }
+
+    #[test]
+    fn unwritten_record_with_fields_is_invalid() {
+        // A checksum-valid record with no flags but a generation: not a
+        // record any writer makes.
+        let mut b = [0u8; RECORD_SIZE];
+        b[16] = 5;
+        let sum = checksum128(&[&pos_key(POS), &b[..176]]);
+        b[176..].copy_from_slice(&sum);
+        assert!(MetaRecord::decode(&b, POS).is_err());
     }
 
     #[test]

@@ -90,7 +90,8 @@ pub enum FileCheck {
 /// What one block's record and data say, without the data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockMeta {
-    /// An all-zero record: never written.
+    /// Never written: its record group was never initialised, or its
+    /// record is the explicit unwritten one.
     Unwritten,
     /// A valid record whose data matches its checksum (or a `ZERO` record).
     Valid(RecordSummary),

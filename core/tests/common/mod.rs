@@ -41,9 +41,14 @@ pub struct Fixture {
 impl Fixture {
     /// A fresh root with volume `demo` created and opened.
     pub async fn new() -> TestResult<Self> {
+        Self::with_chunk(CHUNK).await
+    }
+
+    /// [`Fixture::new`] with chunks of `chunk` bytes.
+    pub async fn with_chunk(chunk: u64) -> TestResult<Self> {
         let dir = tempfile::tempdir()?;
         let backend = DirBackend::open(dir.path())?;
-        let meta = create_volume(&backend, "demo").await?;
+        let meta = create_volume_with(&backend, "demo", chunk).await?;
         backend.open_volume(meta.clone()).await?;
         Ok(Fixture {
             dir,
@@ -74,6 +79,16 @@ impl Fixture {
 
 /// Creates volume `name` on `backend` (not opened).
 pub async fn create_volume(backend: &DirBackend, name: &str) -> TestResult<VolumeMeta> {
+    create_volume_with(backend, name, CHUNK).await
+}
+
+/// Creates volume `name` with chunks of `chunk` bytes on `backend` (not
+/// opened).
+pub async fn create_volume_with(
+    backend: &DirBackend,
+    name: &str,
+    chunk: u64,
+) -> TestResult<VolumeMeta> {
     let number = VolumesFile::allocate(&[VolumesFile::load(backend.root())?])?;
     let meta = VolumeMeta {
         format_version: 1,
@@ -82,7 +97,7 @@ pub async fn create_volume(backend: &DirBackend, name: &str) -> TestResult<Volum
         number,
         size: 16 << 20,
         block_size: BS as u32,
-        chunk_size: CHUNK,
+        chunk_size: chunk,
         redundancy: "replicate:1".into(),
         read_only: false,
         append_only: false,

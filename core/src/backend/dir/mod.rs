@@ -26,7 +26,7 @@ use super::{
 };
 use crate::CoreError;
 use crate::format::alloc::{AllocMap, DecodedAlloc};
-use crate::format::header::PartHeader;
+use crate::format::header::{HEADER_LEN, OLD_FORMAT_ADVICE, OLD_VERSION, PartHeader};
 use crate::format::layout::PartLayout;
 use crate::format::record::RECORD_SIZE;
 use crate::meta::atomic::{parse_toml, read_optional, write_atomic};
@@ -52,7 +52,7 @@ struct OpenVolume {
     meta: VolumeMeta,
     layout: PartLayout,
     _lock: File,
-    files: RwLock<HashMap<PartId, Arc<File>>>,
+    files: RwLock<HashMap<PartId, Arc<part_io::PartFile>>>,
     alloc: Mutex<AllocState>,
     dirty: Mutex<HashSet<PartId>>,
     /// Striped per-part locks: a write (check generations, write data, write
@@ -230,6 +230,7 @@ impl DirBackend {
             path: alloc_path.clone(),
             why: e.to_string(),
         })?;
+        refuse_old_format(&dir, &meta, &decoded.map)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -270,6 +271,38 @@ impl DirBackend {
             r.data_parts() as u8,
         ))
     }
+}
+
+/// Refuses a volume whose part files are in the old format (version 1, an
+/// all-zero record meaning "never written"): reading it with this release
+/// would call every never-written block of a written group damaged. One
+/// part file tells, since a volume's files share one format; the first
+/// allocated chunk's first existing part is checked.
+fn refuse_old_format(dir: &Path, meta: &VolumeMeta, alloc: &AllocMap) -> BackendResult<()> {
+    let Some(chunk) = alloc.iter().next() else {
+        return Ok(());
+    };
+    let parts = meta.redundancy()?.parts();
+    for p in 0..parts {
+        let path = dir.join(part_name(p).to_string()).join(chunk.to_string());
+        let Ok(f) = File::open(&path) else {
+            continue;
+        };
+        let mut head = [0u8; HEADER_LEN];
+        if std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).is_err() {
+            continue;
+        }
+        if PartHeader::version_of(&head) == Some(OLD_VERSION) {
+            return Err(CoreError::Conflict(format!(
+                "volume {:?}: {}: {OLD_FORMAT_ADVICE}",
+                meta.name,
+                path.display()
+            ))
+            .into());
+        }
+        return Ok(());
+    }
+    Ok(())
 }
 
 fn lock_volume(dir: &Path) -> BackendResult<File> {

@@ -8,11 +8,21 @@
 //! *after* the writes, so a concurrent `sync` either covers them or leaves
 //! them dirty for the next. Allocations run one at a time under the
 //! allocation map's lock.
+//!
+//! Records are initialised a group at a time ([`crate::format::groups`]):
+//! every path that writes a record (normal and repair writes, zero writes,
+//! raw writes) first initialises the groups it touches — all their records
+//! written as "unwritten", `fdatasync`, then the group's bit set in the
+//! first page. So the bit is never durable before the records it vouches
+//! for, and the next sync of the part covers the bit together with the
+//! block's own record. A block of a group whose bit is clear reads as never
+//! written; in a set group a record failing its checksum (all zeros
+//! included) is corrupt.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{FallocateFlags, fallocate};
 
@@ -24,14 +34,41 @@ use crate::backend::{
 };
 use crate::format::alloc::PAGE;
 use crate::format::checksum128;
+use crate::format::groups::{BITMAP_OFFSET, GroupMap};
 use crate::format::header::{HEADER_LEN, PartHeader};
 use crate::format::record::{MetaRecord, RECORD_SIZE, RecordPos};
 use crate::generation::Generation;
 use crate::proto::msg::VouchedState;
 
+/// An open part file and its record-group bitmap (read when the file is
+/// opened; changed only under the part's exclusive lock, and only after
+/// the sectors that carry the change are written). Since every bit is in
+/// the file (page cache) before it is in memory, a handle dropped and
+/// opened again (a re-open, a later LRU) finds the same bitmap.
+#[derive(Debug)]
+pub(super) struct PartFile {
+    file: File,
+    groups: Mutex<GroupMap>,
+}
+
+impl PartFile {
+    /// The bitmap; a poisoned lock is as good as a clean one, since the
+    /// map is replaced whole, never left half-changed.
+    fn groups(&self) -> std::sync::MutexGuard<'_, GroupMap> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For each block of `first .. first + count`: is its group initialised
+    /// (its record meaningful)?
+    fn live(&self, first: u32, count: u32) -> Vec<bool> {
+        let g = self.groups();
+        (first..first + count).map(|b| g.block_init(b)).collect()
+    }
+}
+
 /// Whether a part file exists for reading.
 enum Handle {
-    Open(Arc<File>),
+    Open(Arc<PartFile>),
     /// Absent and never allocated: reads as zeros.
     NeverWritten,
 }
@@ -69,15 +106,21 @@ impl DirBackend {
             }
             Err(e) => return Err(CoreError::io("open", &path, e).into()),
         };
-        self.check_file(v, part, &file)?;
-        let file = Arc::new(file);
+        let groups = self.check_file(v, part, &file)?;
+        let mut pf = Arc::new(PartFile {
+            file,
+            groups: Mutex::new(groups),
+        });
         if let Ok(mut m) = v.files.write() {
-            m.insert(part, file.clone());
+            // Why keep an entry already there: two readers may open the
+            // file at once; every user must share one bitmap.
+            pf = m.entry(part).or_insert(pf).clone();
         }
-        Ok(Handle::Open(file))
+        Ok(Handle::Open(pf))
     }
 
-    fn check_file(&self, v: &OpenVolume, part: PartId, file: &File) -> BackendResult<()> {
+    /// Checks header and size; returns the record-group bitmap.
+    fn check_file(&self, v: &OpenVolume, part: PartId, file: &File) -> BackendResult<GroupMap> {
         let mut hdr = [0u8; HEADER_LEN];
         file.read_exact_at(&mut hdr, 0)
             .map_err(|e| self.corrupt(part, format!("header unreadable: {e}")))?;
@@ -93,6 +136,59 @@ impl DirBackend {
         if len != v.layout.file_size {
             return Err(self.corrupt(part, format!("size {len}, expected {}", v.layout.file_size)));
         }
+        let empty = v.layout.empty_groups(part.chunk, part.part);
+        let mut bytes = vec![0u8; empty.byte_len()];
+        file.read_exact_at(&mut bytes, BITMAP_OFFSET)
+            .map_err(|e| self.corrupt(part, format!("group bitmap unreadable: {e}")))?;
+        GroupMap::decode(&bytes, part.chunk, part.part, v.layout.blocks)
+            .map_err(|e| self.corrupt(part, e.to_string()))
+    }
+
+    /// Initialises every record group that blocks `first .. first + count`
+    /// touch and that is not yet: their records written as "unwritten",
+    /// `fdatasync`, then their bits set (see the module docs). The caller
+    /// holds the part's exclusive lock and marks the part dirty.
+    fn init_groups(
+        &self,
+        v: &OpenVolume,
+        pf: &PartFile,
+        part: PartId,
+        first: u32,
+        count: u32,
+    ) -> BackendResult<()> {
+        let mut groups = pf.groups();
+        let todo: Vec<u32> = v
+            .layout
+            .groups_of_range(first, count)
+            .filter(|&g| !groups.is_init(g))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let path = || self.part_path(v.meta.number, part);
+        for &g in &todo {
+            let (gfirst, n) = v.layout.group_blocks(g);
+            pf.file
+                .write_all_at(
+                    &empty_records(part, gfirst, n),
+                    v.layout.record_offset(gfirst),
+                )
+                .map_err(|e| CoreError::io("initialise meta records", path(), e))?;
+        }
+        // Why here: the bit must never be durable before the records it
+        // vouches for, or a crash would leave zeros that read as damage.
+        pf.file
+            .sync_data()
+            .map_err(|e| CoreError::io("fsync", path(), e))?;
+        let mut next = groups.clone();
+        let mut sectors: Vec<u32> = todo.iter().filter_map(|&g| next.set(g)).collect();
+        sectors.dedup();
+        for s in sectors {
+            pf.file
+                .write_all_at(&next.encode_sector(s), GroupMap::sector_offset(s))
+                .map_err(|e| CoreError::io("write group bitmap", path(), e))?;
+        }
+        *groups = next;
         Ok(())
     }
 
@@ -147,30 +243,44 @@ impl DirBackend {
 
     /// Reads the records and data of `count` blocks from `first` under the
     /// part's shared lock and states each block with `state` (its record,
-    /// position and data); a part never written reads as unwritten zeros.
+    /// or `None` in a group never initialised, position and data); a part
+    /// never written reads as unwritten zeros.
     fn read_each<S>(
         &self,
         part: PartId,
         first: u32,
         count: u32,
-        state: fn(&[u8], RecordPos, &mut [u8]) -> S,
+        state: StateFn<S>,
     ) -> BackendResult<(Vec<S>, Vec<u8>)> {
         let v = self.vol()?;
         self.check_range(v, first, count)?;
         let _shared = v.read_part(part);
         let bs = v.layout.block_size as usize;
         let mut data = vec![0u8; count as usize * bs];
-        let file = match self.handle(v, part)? {
+        let pf = match self.handle(v, part)? {
             Handle::Open(f) => f,
             Handle::NeverWritten => {
-                let recs = vec![0u8; count as usize * RECORD_SIZE];
-                return Ok((states_of(&recs, part, first, bs, &mut data, state), data));
+                let blocks = Blocks {
+                    part,
+                    first,
+                    recs: &[],
+                    live: &vec![false; count as usize],
+                };
+                return Ok((blocks.states(bs, &mut data, state), data));
             }
         };
-        let recs = self.read_records(&file, v, part, first, count)?;
-        file.read_exact_at(&mut data, v.layout.data_offset_of(first))
+        let live = pf.live(first, count);
+        let recs = self.read_records(&pf.file, v, part, first, count)?;
+        pf.file
+            .read_exact_at(&mut data, v.layout.data_offset_of(first))
             .map_err(|e| self.corrupt(part, format!("data region unreadable: {e}")))?;
-        Ok((states_of(&recs, part, first, bs, &mut data, state), data))
+        let blocks = Blocks {
+            part,
+            first,
+            recs: &recs,
+            live: &live,
+        };
+        Ok((blocks.states(bs, &mut data, state), data))
     }
 
     /// A normal write (`force = false`: only blocks with an older stored
@@ -218,7 +328,7 @@ impl DirBackend {
                 CoreError::InvalidSetting("write payload is not whole blocks".into()).into(),
             );
         }
-        let file = match self.handle(v, w.part)? {
+        let pf = match self.handle(v, w.part)? {
             Handle::Open(f) => f,
             Handle::NeverWritten => {
                 return Err(BackendError::PartMissing {
@@ -227,7 +337,12 @@ impl DirBackend {
                 });
             }
         };
-        let old = self.read_records(&file, v, w.part, w.first, w.count)?;
+        // Why before reading the old records: every record of the range is
+        // then meaningful, and a group never initialised reads back as
+        // "unwritten" records, which every write is newer than.
+        self.init_groups(v, &pf, w.part, w.first, w.count)?;
+        let file = &pf.file;
+        let old = self.read_records(file, v, w.part, w.first, w.count)?;
         let mut out = WriteOutcome::default();
         let mut recs = old.clone();
         let mut mask = vec![false; w.count as usize];
@@ -258,7 +373,7 @@ impl DirBackend {
         if out.applied == 0 {
             return Ok(out);
         }
-        self.write_data(v, &file, &w, |i| mask[i])?;
+        self.write_data(v, file, &w, |i| mask[i])?;
         file.write_all_at(&recs, v.layout.record_offset(w.first))
             .map_err(|e| CoreError::io("write meta", self.part_path(v.meta.number, w.part), e))?;
         if let Ok(mut d) = v.dirty.lock() {
@@ -354,6 +469,9 @@ impl DirBackend {
         let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
         let tmp = dir.join(format!(".{}.new", part.chunk));
         let hdr = self.expected_header(v, part)?.encode();
+        // Every bitmap sector is written now (all groups clear), so a
+        // zeroed sector later is damage, never "nothing initialised".
+        let groups = v.layout.empty_groups(part.chunk, part.part).encode();
         let create = || -> std::io::Result<()> {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -361,6 +479,7 @@ impl DirBackend {
                 .truncate(true)
                 .open(&tmp)?;
             f.write_all(&hdr)?;
+            f.write_all_at(&groups, BITMAP_OFFSET)?;
             f.set_len(v.layout.file_size)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
@@ -400,14 +519,14 @@ impl DirBackend {
         for (i, part) in todo.iter().enumerate() {
             // A handle dropped since the write (a re-open) is found again
             // by its path; a file deleted meanwhile has nothing to sync.
-            let file = match v.files.read().ok().and_then(|m| m.get(part).cloned()) {
+            let pf = match v.files.read().ok().and_then(|m| m.get(part).cloned()) {
                 Some(f) => f,
                 None => match self.handle(v, *part) {
                     Ok(Handle::Open(f)) => f,
                     _ => continue,
                 },
             };
-            if let Err(e) = file.sync_data() {
+            if let Err(e) = pf.file.sync_data() {
                 if let Ok(mut dirty) = v.dirty.lock() {
                     dirty.extend(todo[i..].iter().copied());
                 }
@@ -417,25 +536,40 @@ impl DirBackend {
         Ok(())
     }
 
+    /// The stored bytes of one block, unchecked. At this interface an
+    /// all-zero record spells "never written" (as before record groups):
+    /// a block of a group never initialised, or whose stored record is the
+    /// explicit unwritten one, reads with a zero record; any other record
+    /// (a zeroed one in an initialised group included) as stored.
     pub(super) fn raw_read(&self, part: PartId, block: u32) -> BackendResult<RawBlock> {
         let v = self.vol()?;
         self.check_range(v, block, 1)?;
         let _shared = v.read_part(part);
-        let Handle::Open(file) = self.handle(v, part)? else {
+        let Handle::Open(pf) = self.handle(v, part)? else {
             return Ok(RawBlock {
                 data: vec![0; v.layout.block_size as usize],
                 record: [0; RECORD_SIZE],
             });
         };
         let mut record = [0u8; RECORD_SIZE];
-        file.read_exact_at(&mut record, v.layout.record_offset(block))
+        pf.file
+            .read_exact_at(&mut record, v.layout.record_offset(block))
             .map_err(|e| self.corrupt(part, e.to_string()))?;
         let mut data = vec![0u8; v.layout.block_size as usize];
-        file.read_exact_at(&mut data, v.layout.data_offset_of(block))
+        pf.file
+            .read_exact_at(&mut data, v.layout.data_offset_of(block))
             .map_err(|e| self.corrupt(part, e.to_string()))?;
+        let pos = pos_of(part, block);
+        let unwritten = MetaRecord::decode(&record, pos).is_ok_and(|r| r.is_empty());
+        if !pf.live(block, 1)[0] || unwritten {
+            record = [0; RECORD_SIZE];
+        }
         Ok(RawBlock { data, record })
     }
 
+    /// Overwrites one block's data and/or record, unchecked, after
+    /// initialising its group. An all-zero `record` is stored as the
+    /// explicit unwritten record (see [`raw_read`](Self::raw_read)).
     pub(super) fn raw_write(
         &self,
         part: PartId,
@@ -446,19 +580,25 @@ impl DirBackend {
         let v = self.vol()?;
         self.check_range(v, block, 1)?;
         let _exclusive = v.write_part(part);
-        let Handle::Open(file) = self.handle(v, part)? else {
+        let Handle::Open(pf) = self.handle(v, part)? else {
             return Err(BackendError::PartMissing {
                 part,
                 backend: self.describe(),
             });
         };
+        self.init_groups(v, &pf, part, block, 1)?;
         let path = || self.part_path(v.meta.number, part);
         if let Some(d) = data {
-            file.write_all_at(&d, v.layout.data_offset_of(block))
+            pf.file
+                .write_all_at(&d, v.layout.data_offset_of(block))
                 .map_err(|e| CoreError::io("write", path(), e))?;
         }
-        if let Some(r) = record {
-            file.write_all_at(&r, v.layout.record_offset(block))
+        if let Some(mut r) = record {
+            if r == [0; RECORD_SIZE] {
+                r = MetaRecord::EMPTY.encode(pos_of(part, block));
+            }
+            pf.file
+                .write_all_at(&r, v.layout.record_offset(block))
                 .map_err(|e| CoreError::io("write", path(), e))?;
         }
         if let Ok(mut d) = v.dirty.lock() {
@@ -468,33 +608,63 @@ impl DirBackend {
     }
 }
 
-/// Decides what one block holds, zeroing `data` unless it is verified data.
-/// `state` of each block of `data` (blocks of `bs` bytes from `first`)
-/// with its record from `recs`.
-fn states_of<S>(
-    recs: &[u8],
+/// How a read states one block: from its record (`None`: its group was
+/// never initialised), its position and its data.
+type StateFn<S> = fn(Option<&[u8]>, RecordPos, &mut [u8]) -> S;
+
+/// The records of a run of blocks as read.
+struct Blocks<'a> {
     part: PartId,
     first: u32,
-    bs: usize,
-    data: &mut [u8],
-    state: fn(&[u8], RecordPos, &mut [u8]) -> S,
-) -> Vec<S> {
-    recs.chunks_exact(RECORD_SIZE)
-        .zip(data.chunks_exact_mut(bs))
-        .enumerate()
-        .map(|(i, (rec, block))| {
-            let pos = RecordPos {
-                chunk: part.chunk,
-                part: part.part,
-                block: first + i as u32,
-            };
-            state(rec, pos, block)
-        })
-        .collect()
+    /// The records (empty when the part file does not exist).
+    recs: &'a [u8],
+    /// Per block: is its group initialised?
+    live: &'a [bool],
+}
+
+impl Blocks<'_> {
+    /// `state` of each block of `data` (blocks of `bs` bytes).
+    fn states<S>(&self, bs: usize, data: &mut [u8], state: StateFn<S>) -> Vec<S> {
+        data.chunks_exact_mut(bs)
+            .enumerate()
+            .map(|(i, block)| {
+                let rec = self
+                    .live
+                    .get(i)
+                    .copied()
+                    .unwrap_or(false)
+                    .then(|| self.recs.get(i * RECORD_SIZE..(i + 1) * RECORD_SIZE))
+                    .flatten();
+                state(rec, pos_of(self.part, self.first + i as u32), block)
+            })
+            .collect()
+    }
+}
+
+fn pos_of(part: PartId, block: u32) -> RecordPos {
+    RecordPos {
+        chunk: part.chunk,
+        part: part.part,
+        block,
+    }
+}
+
+/// The records of blocks `first .. first + n` of a freshly initialised
+/// group: each the explicit unwritten record of its position.
+fn empty_records(part: PartId, first: u32, n: u32) -> Vec<u8> {
+    let mut out = vec![0u8; n as usize * RECORD_SIZE];
+    for (i, rec) in out.chunks_exact_mut(RECORD_SIZE).enumerate() {
+        MetaRecord::EMPTY.encode_into(pos_of(part, first + i as u32), rec);
+    }
+    out
 }
 
 /// What one block's record claims; the data is zeroed unless it claims data.
-fn claim_block(rec: &[u8], pos: RecordPos, data: &mut [u8]) -> VouchedState {
+fn claim_block(rec: Option<&[u8]>, pos: RecordPos, data: &mut [u8]) -> VouchedState {
+    let Some(rec) = rec else {
+        data.fill(0);
+        return VouchedState::Unwritten;
+    };
     let state = match MetaRecord::decode(rec, pos) {
         Err(e) => VouchedState::Corrupt(e.to_string()),
         Ok(r) if r.is_empty() => VouchedState::Unwritten,
@@ -512,7 +682,7 @@ fn claim_block(rec: &[u8], pos: RecordPos, data: &mut [u8]) -> VouchedState {
 
 /// What a block is, its data checked against its record's checksum
 /// (`claim_block`, then the check).
-fn judge_block(rec: &[u8], pos: RecordPos, data: &mut [u8]) -> BlockState {
+fn judge_block(rec: Option<&[u8]>, pos: RecordPos, data: &mut [u8]) -> BlockState {
     match claim_block(rec, pos, data) {
         VouchedState::Data { generation, sum } if checksum128(&[data]) == sum => {
             BlockState::Data(Generation(generation))

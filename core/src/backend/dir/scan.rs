@@ -1,6 +1,11 @@
 //! Verify's deep scan of one part file: the header, every record, and the
 //! data of every block whose record names data — read-only.
 //!
+//! Reads the record-group bitmap with the header: a block of a group never
+//! initialised is never written (its record bytes are not looked at); in an
+//! initialised group a record failing its checksum, all zeros included, is
+//! a bad record (repair rebuilds it). A damaged bitmap is a bad header.
+//!
 //! Reads the meta region in one `pread`, then the data of written blocks in
 //! runs of consecutive blocks (at most [`RUN_BYTES`] per read), so a part
 //! is read about once, sequentially; never-written and zero blocks' data is
@@ -13,6 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::backend::PartId;
+use crate::format::groups::{BITMAP_OFFSET, GroupMap};
 use crate::format::header::{HEADER_LEN, PartHeader};
 use crate::format::layout::{META_OFFSET, PartLayout};
 use crate::format::record::{MetaRecord, RECORD_SIZE, RecordPos, flags};
@@ -71,11 +77,18 @@ fn scan_file(path: &Path, part: PartId, shape: &ScanShape) -> Result<Vec<BlockMe
     let mut head = [0u8; HEADER_LEN];
     f.read_exact_at(&mut head, 0).map_err(io)?;
     check_header(&head, part, shape)?;
+    let groups = read_groups(&f, part, &shape.layout).map_err(|e| match e {
+        GroupsError::Io(e) => io(e),
+        GroupsError::Bad(why) => FileCheck::BadHeader(why),
+    })?;
     let n = shape.layout.blocks as usize;
     let mut records = vec![0u8; n * RECORD_SIZE];
     f.read_exact_at(&mut records, META_OFFSET).map_err(io)?;
     let decoded: Vec<Result<MetaRecord, ()>> = (0..n)
         .map(|i| {
+            if !groups.block_init(i as u32) {
+                return Ok(MetaRecord::EMPTY);
+            }
             let pos = RecordPos {
                 chunk: part.chunk,
                 part: part.part,
@@ -101,6 +114,20 @@ fn check_header(head: &[u8], part: PartId, shape: &ScanShape) -> Result<(), File
         .layout
         .check_header(&found, &expected)
         .map_err(|e| FileCheck::BadHeader(e.to_string()))
+}
+
+enum GroupsError {
+    Io(std::io::Error),
+    Bad(String),
+}
+
+/// The part's record-group bitmap.
+fn read_groups(f: &File, part: PartId, layout: &PartLayout) -> Result<GroupMap, GroupsError> {
+    let mut bytes = vec![0u8; layout.empty_groups(part.chunk, part.part).byte_len()];
+    f.read_exact_at(&mut bytes, BITMAP_OFFSET)
+        .map_err(GroupsError::Io)?;
+    GroupMap::decode(&bytes, part.chunk, part.part, layout.blocks)
+        .map_err(|e| GroupsError::Bad(e.to_string()))
 }
 
 /// Whether block `i`'s data must be read: a valid record naming data.
