@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use qbd_core::backend::Backend;
 use qbd_core::backend::dir::DirBackend;
 use qbd_core::format::alloc::AllocMap;
+use qbd_core::format::groups::BITMAP_OFFSET;
 use qbd_core::format::layout::{META_OFFSET, PartLayout};
 use qbd_core::format::record::{MetaRecord, RECORD_SIZE, RecordPos};
 use qbd_core::generation::Generation;
@@ -167,6 +168,13 @@ fn fill(
         r.data_parts() as u8,
     );
     f.write_all_at(&h.encode(), 0).map_err(io)?;
+    // Every record is written below, so every record group is initialised.
+    let mut groups = layout.empty_groups(chunk, part);
+    for g in 0..groups.groups() {
+        groups.set(g);
+    }
+    f.write_all_at(&groups.encode(), BITMAP_OFFSET)
+        .map_err(io)?;
     let mut records = vec![0u8; layout.blocks as usize * RECORD_SIZE];
     let mut data = Vec::with_capacity(layout.blocks as usize * block.len());
     for i in 0..layout.blocks {
