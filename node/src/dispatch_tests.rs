@@ -375,7 +375,7 @@ async fn duplicate_and_reordered_writes_are_skipped() {
 
 /// Writes as masters send them (`VouchedWrite`): the record stores the
 /// checksum the request carried (the node does not hash the data again),
-/// and the generation rule and the repair operation hold as for `Write`.
+/// and the generation rule and the heal operation hold as for `Write`.
 #[tokio::test]
 async fn vouched_writes_store_their_checksums_under_the_generation_rule() {
     let (_dir, node, _uuid) = two_masters().await;

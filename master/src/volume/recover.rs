@@ -3,26 +3,31 @@
 //!
 //! **Replay** (EC volumes): every redo record the previous master left in
 //! its journal is written again, in order, to the usable parts of its rows
-//! with the repair operation and the record's own generations and covers
+//! as a heal, at the record's own generations and covers
 //! (so replaying twice is harmless: the same blocks with the same records);
 //! parts that cannot take it are recorded stale. Then every backend is
-//! synced and the journal cut. A record is outstanding only if no FLUSH
-//! covered it, and overlapping row updates were journaled in their row-lock
-//! order, so the last record of a block is its last written value.
+//! synced and the journal cut. The journal keeps every live record and,
+//! for each row it holds a record of, that row's newest record
+//! (`journal/keep.rs`); overlapping row updates were journaled in their
+//! row-lock order, so replaying in journal order ends at each block's last
+//! written value. Every write here is a heal ([`super::heal`]).
 //!
 //! **Reconcile** (chunks in the write-intent log, or every written chunk if
 //! the log cannot be trusted): per block, the copy with the highest valid
-//! generation wins and is written to the other parts with the repair
-//! operation. If no copy is valid (every replica torn by the crash), the
+//! generation wins and the other parts are healed with it. If no copy is valid (every replica torn by the crash), the
 //! first readable copy's bytes win under a fresh generation: a block in a
 //! dirty chunk that no copy vouches for was written after the last FLUSH,
 //! so its old or its new value are both allowed — what matters is that
 //! every replica then agrees.
 //!
 //! **Resync** (stale parts on usable backends): the part is recreated empty
-//! and every written block copied from a good part; then the degraded map
-//! entry is cleared on every backend. `qbd repair` ([`super::repair`])
-//! reuses the winner rule and the replica rebuild.
+//! and every written block healed from a good part; then the degraded map
+//! entry is cleared on every backend, before the chunk lock is released.
+//! `qbd repair` ([`super::repair`]) reuses the winner rule and the heal.
+//!
+//! All three write only through the heal operation ([`super::heal`],
+//! `docs/heal.md`): fenced by this master's session epoch, never by a
+//! block's generation.
 
 use qbd_core::backend::{BlockState, PartId, PartRead, WriteData};
 use qbd_core::generation::Generation;

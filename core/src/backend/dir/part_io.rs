@@ -284,7 +284,7 @@ impl DirBackend {
     }
 
     /// A normal write (`force = false`: only blocks with an older stored
-    /// generation apply) or the repair operation (`force = true`: every
+    /// generation apply) or the heal operation (`force = true`: every
     /// block applies, whatever is stored).
     pub(super) fn write_blocks(&self, w: BlockWrite, force: bool) -> BackendResult<WriteOutcome> {
         self.write_summed(w, force, None)
@@ -293,7 +293,7 @@ impl DirBackend {
     /// [`write_blocks`](Self::write_blocks) of data whose per-block
     /// checksums are known and were checked against it (a node decoding a
     /// `VouchedWrite`), so the records take them instead of hashing the
-    /// data again. `force` is the repair operation.
+    /// data again. `force` is the heal operation.
     pub fn write_vouched(
         &self,
         w: BlockWrite,

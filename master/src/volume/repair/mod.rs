@@ -6,7 +6,7 @@
 //! - [`replica`] and [`ec`]: one chunk, under its exclusive range lock (so
 //!   on a running master, NBD writes to the chunk wait and none is lost):
 //!   find what is wrong with each part and rebuild it on the backend the
-//!   placement table designates, with the repair operation (blocks keep
+//!   placement table designates, with the heal operation (blocks keep
 //!   their generations; EC parity gets covers of the restored data).
 //! - [`report`]: findings and counters, the result of a run.
 //! - [`replace`]: `--replace OLD=NEW`, moving a slot of the placement table
