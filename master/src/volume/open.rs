@@ -48,7 +48,7 @@ pub enum OpenMode {
     Serve,
     /// `qbd repair` offline: the volume must exist; backends of the table
     /// that were not given stand in as unreachable (failed) slots; take an
-    /// epoch, replay and reconcile, but leave the resync to the repair.
+    /// epoch, replay and reconcile, but leave the resync to `qbd repair`.
     Repair,
     /// `qbd repair --dry-run`: like `Repair` but writes nothing anywhere:
     /// no epoch, no recovery (the backends' locks are still taken).

@@ -338,7 +338,7 @@ impl Volume {
 }
 
 /// The copy of block `b` with the highest valid generation, if any copy is
-/// valid (reconcile's and repair's winner).
+/// valid (the winner of reconcile and of `qbd repair`).
 pub(super) fn block_winner(
     copies: &[(usize, PartRead)],
     b: usize,

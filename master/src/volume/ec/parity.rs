@@ -2,11 +2,11 @@
 //!
 //! A parity record names the data generations its parity covers (flag
 //! `PARITY`, K covered generations, `Cover::parity_record`). The `Backend`
-//! trait's `write`/`repair` build plain data records, and its `read`
+//! trait's `write`/`heal` build plain data records, and its `read`
 //! reports a generation but not a cover, so this module is the one place
 //! that bridges the gap, in two steps:
 //!
-//! 1. the parity bytes go through the normal `write` (or `repair`) with the
+//! 1. the parity bytes go through the normal `write` (or `heal`) with the
 //!    row update's generation: fault injection, crash undo, the newer-only
 //!    rule and dirty tracking apply as for data;
 //! 2. each block's record is then replaced by its parity record through
