@@ -55,6 +55,11 @@ struct OpenVolume {
     files: RwLock<HashMap<PartId, Arc<part_io::PartFile>>>,
     alloc: Mutex<AllocState>,
     dirty: Mutex<HashSet<PartId>>,
+    /// Held by a sync from taking the dirty parts until their `fdatasync`s
+    /// have returned: a sync that finds a part already taken by another
+    /// one still in flight must not return before that one does (a FLUSH
+    /// answered before the data it covers is durable).
+    syncing: Mutex<()>,
     /// Striped per-part locks: a write (check generations, write data, write
     /// records) is atomic against other writes and reads of its part.
     stripes: Vec<RwLock<()>>,
@@ -251,6 +256,7 @@ impl DirBackend {
                 map: decoded.map.clone(),
             }),
             dirty: Mutex::new(HashSet::new()),
+            syncing: Mutex::new(()),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             stale: Mutex::new(HashMap::new()),
         };

@@ -507,6 +507,8 @@ impl DirBackend {
 
     pub(super) fn sync_parts(&self, parts: Option<Vec<PartId>>) -> BackendResult<()> {
         let v = self.vol()?;
+        // A poisoned lock is as good as a clean one: it guards no data.
+        let _one_at_a_time = v.syncing.lock().unwrap_or_else(|e| e.into_inner());
         let todo: Vec<PartId> = {
             let Ok(mut dirty) = v.dirty.lock() else {
                 return Err(CoreError::InvalidSetting("dirty set poisoned".into()).into());
