@@ -57,8 +57,8 @@ pub use open::{OpenMode, OpenRequest, open_volume, open_volume_with};
 /// An open volume.
 #[derive(Debug)]
 pub struct Volume {
-    /// Down once another master holds the volume (every backend is
-    /// behind it: [`fence::Fenced`]).
+    /// Down once another master holds the volume (every backend's slot
+    /// stands behind it: [`slot::Slot`]).
     fence: Arc<fence::Fence>,
     /// The meta as taken at open; its placement table and epoch change
     /// when `qbd repair --replace` switches a slot while serving.

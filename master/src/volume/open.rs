@@ -14,7 +14,7 @@ use qbd_core::redundancy::Redundancy;
 use uuid::Uuid;
 
 use super::ec::Ec;
-use super::fence::{Fence, Fenced};
+use super::fence::Fence;
 use super::health::Health;
 use super::intent::{Dirty, IntentLog};
 use super::journal::{Journal, Outstanding, Shape};
@@ -77,11 +77,6 @@ pub async fn open_volume_with(
 ) -> Result<Volume, VolumeError> {
     check_name(&req.name)?;
     check_distinct(&backends)?;
-    let fence = Arc::new(Fence::default());
-    let backends: Vec<Arc<dyn Backend>> = backends
-        .into_iter()
-        .map(|b| Fenced::wrap(b, &fence))
-        .collect();
     let numbers = volume_numbers(&backends, &req.name).await?;
     let meta = match numbers {
         None if mode.tolerant() => {
@@ -143,15 +138,16 @@ pub async fn open_volume_with(
     if let Some(dir) = &scratch {
         let _ = std::fs::remove_dir_all(dir);
     }
+    let fence = Arc::new(Fence::default());
     let volume = Volume {
-        fence,
+        fence: Arc::clone(&fence),
         placement: meta.placement()?,
         generations: GenerationCounter::new(meta.epoch),
         allocated: AllocBits::new(geo.chunk_count(), map.iter()),
         alloc_lock: tokio::sync::Mutex::new(()),
         locks: RangeLock::default(),
         read_only: req.read_only || meta.read_only,
-        backends: super::slot::Slots::new(slots),
+        backends: super::slot::Slots::new(slots, &fence),
         geo,
         meta: meta.into(),
         health,

@@ -12,6 +12,9 @@
 //!   not straddle a swap (every data operation) hold range locks the swap
 //!   excludes (`Volume::replace_serving` holds the whole volume's).
 //!
+//! The slot is also where the volume's fence ([`super::fence`]) stands:
+//! every data operation is refused once it is down.
+//!
 //! Cost on the data path: one uncontended read lock, one `Arc` clone and
 //! one boxed future per backend call.
 
@@ -27,10 +30,13 @@ use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::placement::BackendId;
 use qbd_core::verify::{PartScan, VolumeListing};
 
-/// One placement slot: the backend it holds now.
+use super::fence::Fence;
+
+/// One placement slot: the backend it holds now, behind the volume's fence.
 #[derive(Debug)]
 pub struct Slot {
     current: RwLock<Arc<dyn Backend>>,
+    fence: Arc<Fence>,
 }
 
 impl Slot {
@@ -55,13 +61,14 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Each backend in a slot of its own, in order.
-    pub fn new(backends: Vec<Arc<dyn Backend>>) -> Self {
+    /// Each backend in a slot of its own, in order, all behind `fence`.
+    pub fn new(backends: Vec<Arc<dyn Backend>>, fence: &Arc<Fence>) -> Self {
         let slots: Vec<Arc<Slot>> = backends
             .into_iter()
             .map(|b| {
                 Arc::new(Slot {
                     current: RwLock::new(b),
+                    fence: Arc::clone(fence),
                 })
             })
             .collect();
@@ -87,11 +94,24 @@ impl Deref for Slots {
     }
 }
 
-/// Forwards one call to the slot's current backend.
+/// Forwards one call to the slot's current backend (control operations:
+/// identity, volume list, `.meta` loads, verify's listing and scans).
 macro_rules! forward {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {{
         let b = $self.current();
         Box::pin(async move { b.$method($($arg),*).await })
+    }};
+}
+
+/// Forwards one data operation behind the fence: refused once it is down,
+/// watched for a backend's fencing refusal.
+macro_rules! guarded {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {{
+        let (b, fence) = ($self.current(), &$self.fence);
+        Box::pin(async move {
+            fence.check()?;
+            fence.watch(b.$method($($arg),*).await)
+        })
     }};
 }
 
@@ -114,7 +134,7 @@ impl Backend for Slot {
     }
 
     fn create_volume(&self, meta: VolumeMeta) -> BoxFut<'_, BackendResult<()>> {
-        forward!(self.create_volume(meta))
+        guarded!(self.create_volume(meta))
     }
 
     fn load_meta(&self, number: u16) -> BoxFut<'_, BackendResult<Option<VolumeMeta>>> {
@@ -122,51 +142,57 @@ impl Backend for Slot {
     }
 
     fn save_meta(&self, meta: VolumeMeta) -> BoxFut<'_, BackendResult<()>> {
-        forward!(self.save_meta(meta))
+        guarded!(self.save_meta(meta))
     }
 
     fn open_volume(&self, meta: VolumeMeta) -> BoxFut<'_, BackendResult<DecodedAlloc>> {
-        forward!(self.open_volume(meta))
+        guarded!(self.open_volume(meta))
     }
 
     fn read(&self, part: PartId, first: u32, count: u32) -> BoxFut<'_, BackendResult<PartRead>> {
-        forward!(self.read(part, first, count))
+        guarded!(self.read(part, first, count))
     }
 
     fn write(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
-        forward!(self.write(w))
+        let (b, fence) = (self.current(), &self.fence);
+        Box::pin(async move {
+            fence.check()?;
+            let at = (w.part, w.first);
+            let out = fence.watch(b.write(w).await)?;
+            fence.judge_write(b.as_ref(), at, out)
+        })
     }
 
     fn allocate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {
-        forward!(self.allocate(part))
+        guarded!(self.allocate(part))
     }
 
     fn sync(&self, parts: Option<Vec<PartId>>) -> BoxFut<'_, BackendResult<()>> {
-        forward!(self.sync(parts))
+        guarded!(self.sync(parts))
     }
 
     fn heal(&self, w: BlockWrite) -> BoxFut<'_, BackendResult<WriteOutcome>> {
-        forward!(self.heal(w))
+        guarded!(self.heal(w))
     }
 
     fn recreate(&self, part: PartId) -> BoxFut<'_, BackendResult<()>> {
-        forward!(self.recreate(part))
+        guarded!(self.recreate(part))
     }
 
     fn load_stale(&self) -> BoxFut<'_, BackendResult<Vec<(BackendId, AllocMap)>>> {
-        forward!(self.load_stale())
+        guarded!(self.load_stale())
     }
 
     fn mark_stale(&self, of: BackendId, chunks: Vec<u64>) -> BoxFut<'_, BackendResult<()>> {
-        forward!(self.mark_stale(of, chunks))
+        guarded!(self.mark_stale(of, chunks))
     }
 
     fn clear_stale(&self, of: BackendId, chunks: Vec<u64>) -> BoxFut<'_, BackendResult<()>> {
-        forward!(self.clear_stale(of, chunks))
+        guarded!(self.clear_stale(of, chunks))
     }
 
     fn read_raw(&self, part: PartId, block: u32) -> BoxFut<'_, BackendResult<RawBlock>> {
-        forward!(self.read_raw(part, block))
+        guarded!(self.read_raw(part, block))
     }
 
     fn write_raw(
@@ -176,7 +202,7 @@ impl Backend for Slot {
         data: Option<Vec<u8>>,
         record: Option<[u8; RECORD_SIZE]>,
     ) -> BoxFut<'_, BackendResult<()>> {
-        forward!(self.write_raw(part, block, data, record))
+        guarded!(self.write_raw(part, block, data, record))
     }
 
     fn list_volume(&self, number: u16) -> BoxFut<'_, BackendResult<VolumeListing>> {
@@ -203,15 +229,32 @@ mod tests {
 
     #[test]
     fn a_swap_changes_what_the_slot_reaches_not_its_index() {
-        let slots = Slots::new(vec![
-            Arc::new(Absent::new(id(1))),
-            Arc::new(Absent::new(id(2))),
-        ]);
+        let slots = Slots::new(
+            vec![Arc::new(Absent::new(id(1))), Arc::new(Absent::new(id(2)))],
+            &Arc::new(Fence::default()),
+        );
         let before = Arc::clone(&slots[1]);
         let old = slots.swap(1, Arc::new(Absent::new(id(3))));
         assert_eq!(old.map(|b| b.id()), Some(id(2)));
         assert_eq!((slots[0].id(), slots[1].id()), (id(1), id(3)));
         assert_eq!(before.id(), id(3), "a handle taken before sees the swap");
         assert!(slots.swap(2, Arc::new(Absent::new(id(4)))).is_none());
+    }
+
+    #[tokio::test]
+    async fn once_fenced_a_slot_refuses_data_operations_but_still_names_its_backend() {
+        let fence = Arc::new(Fence::default());
+        let slots = Slots::new(vec![Arc::new(Absent::new(id(1)))], &fence);
+        let part = PartId { chunk: 0, part: 0 };
+        let before = slots[0].read(part, 0, 1).await;
+        assert!(
+            before.is_err_and(|e| !e.is_fenced()),
+            "the absent backend's own error"
+        );
+        fence.lower("node:x", "epoch 3 < 4");
+        let after = slots[0].read(part, 0, 1).await;
+        assert!(after.is_err_and(|e| e.is_fenced()), "refused by the fence");
+        assert!(slots[0].sync(None).await.is_err_and(|e| e.is_fenced()));
+        assert_eq!(slots[0].id(), id(1));
     }
 }

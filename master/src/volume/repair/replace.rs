@@ -47,7 +47,6 @@ use qbd_core::generation::MAX_EPOCH;
 use qbd_core::meta::volume::VolumeMeta;
 use qbd_core::placement::BackendId;
 
-use super::super::fence::Fenced;
 use super::super::range_lock::Mode;
 use super::super::{Volume, VolumeError};
 
@@ -110,7 +109,6 @@ impl Volume {
         old: BackendId,
         new: Arc<dyn Backend>,
     ) -> Result<(usize, Replaced), VolumeError> {
-        let new = Fenced::wrap(new, &self.fence);
         // The whole volume: no client I/O, resync or heal until it is done.
         let _all = self.locks.lock(0, u64::MAX, Mode::Exclusive).await;
         self.fence.check()?;
