@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::data::{assert_same, random_bytes};
 use common::tools::{Outcome, require_privileged, require_tool, run, run_bounded};
-use common::{Backing, Master, Volume, backend_id, raw, volume_dir};
+use common::{Backing, Master, Volume, backend_id, read_all, volume_dir, write_all};
 use tempfile::TempDir;
 
 /// How long the master may take to log something after the client saw its effect.
@@ -193,33 +193,6 @@ fn backend_that_fills_up_is_degraded_then_resynced_and_serves_alone() {
         &got,
     );
     master.stop_cleanly();
-}
-
-/// Writes `data` from offset 0 in 1 MiB requests, then flushes.
-fn write_all(master: &Master, data: &[u8]) {
-    let mut client = raw::Client::connect(master.addr, &master.volume);
-    for (i, piece) in data.chunks(1 << 20).enumerate() {
-        client
-            .write((i as u64) << 20, piece)
-            .unwrap_or_else(|e| panic!("write at MiB {i}: NBD error {e}"));
-    }
-    client.flush().expect("flush");
-    client.disconnect();
-}
-
-/// Reads `len` bytes from offset 0 in 1 MiB requests.
-fn read_all(master: &Master, len: usize) -> Vec<u8> {
-    let mut client = raw::Client::connect(master.addr, &master.volume);
-    let mut data = Vec::with_capacity(len);
-    for offset in (0..len).step_by(1 << 20) {
-        let n = (len - offset).min(1 << 20) as u32;
-        let piece = client
-            .read(offset as u64, n)
-            .unwrap_or_else(|e| panic!("read at {offset}: NBD error {e}"));
-        data.extend_from_slice(&piece);
-    }
-    client.disconnect();
-    data
 }
 
 /// Starts a master with `args` and returns its failure; panics if it serves.

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::data::{assert_same, random_bytes};
 use common::tools::{Outcome, run};
-use common::{Backing, Master, Volume, raw, volume_dir};
+use common::{Backing, Master, Volume, read_all, volume_dir, write_all};
 use qbd_core::format::header::{HEADER_LEN, PartHeader};
 use qbd_core::format::layout::PartLayout;
 use qbd_core::format::record::RECORD_SIZE;
@@ -88,33 +88,6 @@ fn zero_records(path: &Path, blocks: std::ops::Range<u32>) {
             .expect("zero a record");
     }
     f.sync_all().expect("sync the damaged part file");
-}
-
-/// Writes `data` from offset 0 in 1 MiB requests, then flushes.
-fn write_all(master: &Master, data: &[u8]) {
-    let mut client = raw::Client::connect(master.addr, &master.volume);
-    for (i, piece) in data.chunks(1 << 20).enumerate() {
-        client
-            .write((i as u64) << 20, piece)
-            .unwrap_or_else(|e| panic!("write at MiB {i}: NBD error {e}"));
-    }
-    client.flush().expect("flush");
-    client.disconnect();
-}
-
-/// Reads `len` bytes from offset 0 in 1 MiB requests.
-fn read_all(master: &Master, len: usize) -> Vec<u8> {
-    let mut client = raw::Client::connect(master.addr, &master.volume);
-    let mut data = Vec::with_capacity(len);
-    for offset in (0..len).step_by(1 << 20) {
-        let n = (len - offset).min(1 << 20) as u32;
-        let piece = client
-            .read(offset as u64, n)
-            .unwrap_or_else(|e| panic!("read at {offset}: NBD error {e}"));
-        data.extend_from_slice(&piece);
-    }
-    client.disconnect();
-    data
 }
 
 /// `qbd verify --deep` of the volume over its directories.

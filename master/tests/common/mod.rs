@@ -533,6 +533,33 @@ pub fn parse_size(s: &str) -> u64 {
     digits.parse::<u64>().expect("size digits") << shift
 }
 
+/// Writes `data` from offset 0 in 1 MiB requests, then flushes.
+pub fn write_all(master: &Master, data: &[u8]) {
+    let mut client = raw::Client::connect(master.addr, &master.volume);
+    for (i, piece) in data.chunks(1 << 20).enumerate() {
+        client
+            .write((i as u64) << 20, piece)
+            .unwrap_or_else(|e| panic!("write at MiB {i}: NBD error {e}"));
+    }
+    client.flush().expect("flush");
+    client.disconnect();
+}
+
+/// Reads `len` bytes from offset 0 in 1 MiB requests.
+pub fn read_all(master: &Master, len: usize) -> Vec<u8> {
+    let mut client = raw::Client::connect(master.addr, &master.volume);
+    let mut data = Vec::with_capacity(len);
+    for offset in (0..len).step_by(1 << 20) {
+        let n = (len - offset).min(1 << 20) as u32;
+        let piece = client
+            .read(offset as u64, n)
+            .unwrap_or_else(|e| panic!("read at {offset}: NBD error {e}"));
+        data.extend_from_slice(&piece);
+    }
+    client.disconnect();
+    data
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

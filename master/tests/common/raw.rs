@@ -153,11 +153,16 @@ impl Client {
 
     /// Sends one request header; returns its handle.
     pub fn send_request(&mut self, cmd: u16, offset: u64, len: u32) -> u64 {
+        self.send_request_with(cmd, 0, offset, len)
+    }
+
+    /// Sends a request header with command flags `flags`; returns its handle.
+    pub fn send_request_with(&mut self, cmd: u16, flags: u16, offset: u64, len: u32) -> u64 {
         let handle = self.next_handle;
         self.next_handle += 1;
-        self.stream
-            .write_all(&request_header(cmd, handle, offset, len))
-            .expect("send request");
+        let mut header = request_header(cmd, handle, offset, len);
+        header[4..6].copy_from_slice(&flags.to_be_bytes());
+        self.stream.write_all(&header).expect("send request");
         handle
     }
 
@@ -190,8 +195,13 @@ impl Client {
 
     /// Writes `data` at `offset`: Ok or Err(NBD errno).
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), u32> {
+        self.write_with(0, offset, data)
+    }
+
+    /// Writes `data` at `offset` with command flags `flags`: Ok or Err(NBD errno).
+    fn write_with(&mut self, flags: u16, offset: u64, data: &[u8]) -> Result<(), u32> {
         let len = u32::try_from(data.len()).expect("payload fits u32");
-        let handle = self.send_request(CMD_WRITE, offset, len);
+        let handle = self.send_request_with(CMD_WRITE, flags, offset, len);
         self.stream.write_all(data).expect("send payload");
         let reply = self.read_reply().expect("write reply");
         assert_eq!(reply.handle, handle, "reply handle");
@@ -245,19 +255,6 @@ pub const CMD_FLAG_FUA: u16 = 1 << 0;
 impl Client {
     /// Writes `data` at `offset` with FUA: Ok or Err(NBD errno).
     pub fn write_fua(&mut self, offset: u64, data: &[u8]) -> Result<(), u32> {
-        let len = u32::try_from(data.len()).expect("payload fits u32");
-        let handle = self.next_handle;
-        self.next_handle += 1;
-        let mut header = request_header(CMD_WRITE, handle, offset, len);
-        header[4..6].copy_from_slice(&CMD_FLAG_FUA.to_be_bytes());
-        self.stream.write_all(&header).expect("send request");
-        self.stream.write_all(data).expect("send payload");
-        let reply = self.read_reply().expect("write reply");
-        assert_eq!(reply.handle, handle, "reply handle");
-        if reply.error != 0 {
-            Err(reply.error)
-        } else {
-            Ok(())
-        }
+        self.write_with(CMD_FLAG_FUA, offset, data)
     }
 }
