@@ -31,6 +31,14 @@ pub enum Command {
     /// the peers nbdkit (file plugin) and qemu-nbd, all on tmpfs; workloads
     /// interleaved over targets, rounds repeated, medians and ranges.
     E2e(crate::e2e::E2eArgs),
+    /// The torture harness: a seeded workload (tagged writes, reads,
+    /// FLUSH, FUA, TRIM, WRITE_ZEROES over several NBD connections)
+    /// against real qbd-master and qbd-node processes while faults are
+    /// injected (SIGKILL, SIGSTOP, on-disk damage, a second master, frame
+    /// loss on L2); every block is checked against a model after every
+    /// fault, and verify + repair must end HEALTHY. Exits non-zero on any
+    /// finding and keeps the logs and the volume. See docs/torture.md.
+    Torture(crate::torture::TortureArgs),
 }
 
 /// One request type of the transport suite.

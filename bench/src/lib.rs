@@ -24,6 +24,8 @@
 //!   and the peers nbdkit and qemu-nbd, driven by fio's nbd engine.
 //! - [`output`]: the files of `--out DIR` for both suites: `results.json`,
 //!   `results.md` ([`markdown`]) and SVG charts ([`chart`]).
+//! - [`torture`]: the torture harness: a seeded workload against real
+//!   daemons while faults are injected, every block checked against a model.
 //! - [`interrupt`]: SIGINT/SIGTERM turned into an orderly stop, so guards
 //!   stop child processes and delete namespaces.
 
@@ -41,5 +43,6 @@ pub mod plan;
 pub mod report;
 pub mod stats;
 pub mod threads;
+pub mod torture;
 pub mod transport;
 pub mod volume;

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Transport(args) => qbd_bench::transport::main(&args),
         Command::E2e(args) => qbd_bench::e2e::main(&args),
+        Command::Torture(args) => qbd_bench::torture::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -140,6 +140,21 @@ impl Daemon {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to it; false if it is gone.
+    pub fn signal(&self, signal: Signal) -> bool {
+        self.child
+            .as_ref()
+            .is_some_and(|c| kill_process(Pid::from_child(c), signal).is_ok())
+    }
+
+    /// SIGKILL, and waits for it to be gone (no graceful stop).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// What it wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()

@@ -1,0 +1,101 @@
+//! The faults and their schedule. Each cycle injects one fault while the
+//! workload runs; the fault budget keeps the damage within what the
+//! redundancy survives: at most one node out (down, stopped, or with
+//! damage not yet repaired), so every block always has a good copy and
+//! an I/O error is a finding.
+
+use super::damage::Damage;
+use super::rng::Rng;
+
+/// One fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL the master, restart it.
+    MasterKill,
+    /// SIGSTOP the master for a while, then SIGCONT.
+    MasterStop,
+    /// SIGKILL a node; it stays down for a few cycles.
+    NodeKill(usize),
+    /// SIGSTOP a node for a while, then SIGCONT.
+    NodeStop(usize),
+    /// Restart the node that is down.
+    NodeReturn(usize),
+    /// SIGKILL a node, damage a part file, restart it.
+    Damage(usize, Damage),
+    /// Start a master on the other host against the same nodes.
+    SecondMaster,
+}
+
+impl Fault {
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::MasterKill => "master SIGKILL",
+            Fault::MasterStop => "master SIGSTOP/SIGCONT",
+            Fault::NodeKill(_) => "node SIGKILL",
+            Fault::NodeStop(_) => "node SIGSTOP/SIGCONT",
+            Fault::NodeReturn(_) => "node restart",
+            Fault::Damage(_, d) => d.name(),
+            Fault::SecondMaster => "second master",
+        }
+    }
+}
+
+/// What the schedule knows of the cluster.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Budget {
+    /// The node that is down, and for how many more cycles.
+    pub down: Option<(usize, u32)>,
+}
+
+/// Picks the next fault for a cluster of `nodes` nodes.
+pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize) -> Fault {
+    if let Some((node, left)) = budget.down {
+        if left == 0 {
+            return Fault::NodeReturn(node);
+        }
+        budget.down = Some((node, left - 1));
+        return match rng.weighted(&[45, 10, 10, 35]) {
+            0 => Fault::MasterKill,
+            1 => Fault::MasterStop,
+            2 => Fault::SecondMaster,
+            _ => Fault::NodeReturn(node),
+        };
+    }
+    let node = rng.below(nodes as u64) as usize;
+    match rng.weighted(&[26, 6, 14, 14, 28, 8]) {
+        0 => Fault::MasterKill,
+        1 => Fault::MasterStop,
+        2 => Fault::NodeKill(node),
+        3 => Fault::NodeStop(node),
+        4 => Fault::Damage(node, Damage::ALL[rng.below(4) as usize]),
+        _ => Fault::SecondMaster,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_down_is_never_joined_by_another_node_fault() {
+        let mut rng = Rng::new(3);
+        let mut budget = Budget::default();
+        for _ in 0..2000 {
+            let f = pick(&mut rng, &mut budget, 6);
+            let down = budget.down.map(|(n, _)| n);
+            match f {
+                Fault::NodeKill(n) => {
+                    assert!(down.is_none());
+                    budget.down = Some((n, 2));
+                }
+                Fault::NodeStop(_) | Fault::Damage(..) => assert!(down.is_none()),
+                Fault::NodeReturn(n) => {
+                    assert_eq!(down, Some(n));
+                    budget.down = None;
+                }
+                _ => {}
+            }
+        }
+    }
+}
