@@ -172,7 +172,9 @@ impl Cluster {
             Some(ns) => ns.command(&self.bins.node),
             None => Command::new(&self.bins.node),
         };
-        cmd.arg("--data").arg(&n.dir).args(["--id", &format!("n{i}")]);
+        cmd.arg("--data")
+            .arg(&n.dir)
+            .args(["--id", &format!("n{i}")]);
         cmd.arg("--cluster-key").arg(&self.key);
         match &n.ns {
             Some(_) => cmd.args(["--iface", IFACE]),

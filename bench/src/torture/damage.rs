@@ -120,7 +120,11 @@ pub fn part_files(data: &Path) -> Vec<PathBuf> {
         };
         for letter in letters.flatten() {
             let name = letter.file_name();
-            let is_part_dir = name.len() == 1 && name.to_string_lossy().chars().all(|c| c.is_ascii_lowercase());
+            let is_part_dir = name.len() == 1
+                && name
+                    .to_string_lossy()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase());
             if !is_part_dir {
                 continue;
             }

@@ -24,6 +24,8 @@ pub enum Fault {
     Damage(usize, Damage),
     /// Start a master on the other host against the same nodes.
     SecondMaster,
+    /// `--self-test`: every copy of chunk 0 deleted behind the master's back.
+    LoseEveryCopy,
 }
 
 impl Fault {
@@ -37,6 +39,7 @@ impl Fault {
             Fault::NodeReturn(_) => "node restart",
             Fault::Damage(_, d) => d.name(),
             Fault::SecondMaster => "second master",
+            Fault::LoseEveryCopy => "self-test: every copy of chunk 0 deleted",
         }
     }
 }

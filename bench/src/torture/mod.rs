@@ -59,6 +59,11 @@ pub struct TortureArgs {
     /// and kept after a failing one.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Checks the checker: in the first cycle, with the master stopped,
+    /// delete every copy of chunk 0 on every node (data no redundancy can
+    /// bring back). The run must then fail.
+    #[arg(long)]
+    pub self_test: bool,
     /// A JSON summary of the run goes here too.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -262,11 +262,7 @@ impl Model {
 
     /// The oldest read in flight's issue time, or now.
     fn horizon(&self) -> u64 {
-        self.reads
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.clock + 1)
+        self.reads.keys().next().copied().unwrap_or(self.clock + 1)
     }
 }
 
@@ -293,7 +289,10 @@ mod tests {
         m.complete(1..2, t, true, false);
         let r = m.tick();
         assert!(m.check(1, r, Some(7)).is_ok());
-        assert!(m.check(1, r, Some(ZERO)).is_err(), "the old value is superseded");
+        assert!(
+            m.check(1, r, Some(ZERO)).is_err(),
+            "the old value is superseded"
+        );
         m.master_lost();
         let r = m.tick();
         assert!(m.check(1, r, Some(ZERO)).is_ok(), "unflushed: may be lost");
@@ -364,7 +363,10 @@ mod tests {
         let r = m.begin_read();
         let b = m.issue(0..1, 2);
         m.complete(0..1, b, true, true);
-        assert!(m.check(0, r, Some(1)).is_ok(), "the read may have run before b");
+        assert!(
+            m.check(0, r, Some(1)).is_ok(),
+            "the read may have run before b"
+        );
         m.end_read(r);
         let c = m.issue(0..1, 3);
         m.complete(0..1, c, true, false);

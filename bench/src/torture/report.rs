@@ -10,7 +10,13 @@ use super::workload::Shared;
 
 /// Names of the workload's request counters (`Shared::ops`).
 const OPS: [&str; 7] = [
-    "write", "read", "flush", "fua write", "trim", "write zeroes", "error",
+    "write",
+    "read",
+    "flush",
+    "fua write",
+    "trim",
+    "write zeroes",
+    "error",
 ];
 
 /// See the module documentation.
@@ -82,7 +88,11 @@ impl Tally {
             .zip(&shared.ops)
             .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
             .collect();
-        let findings = shared.findings.lock().map(|f| f.clone()).unwrap_or_default();
+        let findings = shared
+            .findings
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
         serde_json::json!({
             "config": self.cfg.name,
             "redundancy": self.cfg.redundancy,

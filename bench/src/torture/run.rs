@@ -35,7 +35,10 @@ pub fn main(args: &TortureArgs) -> Result<(), String> {
     crate::interrupt::install()?;
     let seed = args.seed.unwrap_or_else(clock_seed);
     let cfg = args.config.config(args.loss, args.size_mib << 20);
-    println!("qbd-bench torture: {cfg}, seed {seed}, for {} s", args.duration.as_secs());
+    println!(
+        "qbd-bench torture: {cfg}, seed {seed}, for {} s",
+        args.duration.as_secs()
+    );
     let (work, temp) = workdir(args)?;
     let mut lab = match cfg.transport {
         Transport::L2 => Some(Lab::new("qbd-bench torture").ok_or(
@@ -70,9 +73,15 @@ pub fn main(args: &TortureArgs) -> Result<(), String> {
     } else {
         if let Some(t) = temp {
             let kept = t.keep();
-            println!("qbd-bench torture: logs and volume kept in {}", kept.display());
+            println!(
+                "qbd-bench torture: logs and volume kept in {}",
+                kept.display()
+            );
         } else {
-            println!("qbd-bench torture: logs and volume kept in {}", work.display());
+            println!(
+                "qbd-bench torture: logs and volume kept in {}",
+                work.display()
+            );
         }
         Err(verdict)
     }
@@ -174,7 +183,11 @@ impl Run {
             base,
         );
         self.pause(300, 2000);
-        let fault = pick(&mut self.rng, &mut self.budget, self.cluster.nodes.len());
+        let fault = if args.self_test && tally.cycles == 0 {
+            Fault::LoseEveryCopy
+        } else {
+            pick(&mut self.rng, &mut self.budget, self.cluster.nodes.len())
+        };
         tally.count(fault.name());
         self.inject(fault, tally)?;
         if self.cluster.master_up() {
@@ -234,6 +247,19 @@ impl Run {
                 self.restart_master = true;
             }
             Fault::SecondMaster => self.second_master(tally)?,
+            Fault::LoseEveryCopy => {
+                let acked = self.probe(&self.cluster.socket(), 0)?;
+                println!("qbd-bench torture: self-test: block 0 written (acknowledged: {acked})");
+                self.cluster.kill_master();
+                self.shared.model().master_lost();
+                for n in &self.cluster.nodes {
+                    for part in damage::part_files(&n.dir) {
+                        if part.file_name().is_some_and(|f| f == "0") {
+                            let _ = std::fs::remove_file(part);
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -131,7 +131,14 @@ fn worker(shared: &Shared, socket: &std::path::Path, mut rng: Rng) {
             2 => flush(shared, &mut client),
             3 => write(shared, &mut client, first, count, true),
             4 => zero(shared, &mut client, Cmd::Trim, first, count, rng.chance(20)),
-            _ => zero(shared, &mut client, Cmd::WriteZeroes, first, count, rng.chance(20)),
+            _ => zero(
+                shared,
+                &mut client,
+                Cmd::WriteZeroes,
+                first,
+                count,
+                rng.chance(20),
+            ),
         };
         match result {
             Ok(()) => {}
@@ -151,7 +158,11 @@ fn worker(shared: &Shared, socket: &std::path::Path, mut rng: Rng) {
 
 /// A range of blocks: half in the hot first eighth, lengths mostly small.
 fn pick_range(rng: &mut Rng, blocks: u64) -> (u64, u64) {
-    let span = if rng.chance(50) { (blocks / 8).max(1) } else { blocks };
+    let span = if rng.chance(50) {
+        (blocks / 8).max(1)
+    } else {
+        blocks
+    };
     let count = match rng.below(10) {
         0..=5 => rng.range(1, 4),
         6..=8 => rng.range(5, 64),
@@ -181,7 +192,14 @@ pub fn write_probe(shared: &Shared, c: &mut Client, block: u64) -> Result<(), Fa
     write(shared, c, block, 1, true)
 }
 
-fn zero(shared: &Shared, c: &mut Client, cmd: Cmd, first: u64, n: u64, fua: bool) -> Result<(), Failure> {
+fn zero(
+    shared: &Shared,
+    c: &mut Client,
+    cmd: Cmd,
+    first: u64,
+    n: u64,
+    fua: bool,
+) -> Result<(), Failure> {
     shared.count(if cmd == Cmd::Trim { 4 } else { 5 });
     let blocks = first..first + n;
     let t = shared.model().issue(blocks.clone(), ZERO);

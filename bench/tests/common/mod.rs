@@ -100,7 +100,15 @@ pub fn build_daemons() {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let status = Command::new(cargo)
             .args(["build", "--quiet", "--profile", profile])
-            .args(["-p", "qbd-node", "-p", "qbd-master", "--bins"])
+            .args([
+                "-p",
+                "qbd-node",
+                "-p",
+                "qbd-master",
+                "-p",
+                "qbd-tools",
+                "--bins",
+            ])
             .arg("--manifest-path")
             .arg(&manifest)
             .arg("--target-dir")
@@ -109,7 +117,7 @@ pub fn build_daemons() {
             .expect("run cargo build");
         assert!(status.success(), "building qbd-node and qbd-master failed");
     }
-    for bin in ["qbd-node", "qbd-master"] {
+    for bin in ["qbd-node", "qbd-master", "qbd"] {
         assert!(
             dir.join(bin).is_file(),
             "{} missing: run `cargo build --workspace` (same profile as the tests)",
