@@ -188,10 +188,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// Appends a finished daemon's stderr to `logs/<name>.log`.
+    fn archive(&self, name: &str, d: &Daemon) {
+        use std::io::Write;
+        let dir = self.work.join("logs");
+        let _ = std::fs::create_dir_all(&dir);
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+        {
+            let _ = writeln!(f, "----- {name} (ended) -----\n{}", d.stderr_text());
+        }
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill_node(&mut self, i: usize) {
         if let Some(mut d) = self.nodes[i].daemon.take() {
             d.kill();
+            self.archive(&format!("node{i}"), &d);
         }
         self.nodes[i].stopped = false;
     }
@@ -250,6 +265,7 @@ impl Cluster {
     pub fn kill_master(&mut self) {
         if let Some(mut d) = self.master.take() {
             d.kill();
+            self.archive(&format!("master{}", self.slot), &d);
         }
         self.master_stopped = false;
     }
@@ -261,6 +277,7 @@ impl Cluster {
                 d.signal(Signal::CONT);
             }
             d.stop();
+            self.archive(&format!("master{}", self.slot), &d);
         }
         self.master_stopped = false;
     }
@@ -359,6 +376,7 @@ impl Cluster {
     pub fn shutdown(&mut self) {
         if let Some(mut r) = self.rival.take() {
             r.kill();
+            self.archive(&format!("master{}", 1 - self.slot), &r);
         }
         self.stop_master();
         for i in 0..self.nodes.len() {
@@ -367,6 +385,7 @@ impl Cluster {
             }
             if let Some(mut d) = self.nodes[i].daemon.take() {
                 d.stop();
+                self.archive(&format!("node{i}"), &d);
             }
         }
     }

@@ -147,7 +147,6 @@ impl Run {
         let deadline = Instant::now() + args.duration;
         let max = args.cycles.unwrap_or(u64::MAX);
         let outcome = self.loop_until(args, tally, deadline, max);
-        self.keep_logs();
         self.cluster.shutdown();
         outcome
     }
@@ -352,13 +351,5 @@ impl Run {
             .start_master()
             .map_err(|e| format!("the master did not start after repair: {e}"))?;
         full_pass(&self.shared, &self.cluster.socket())
-    }
-
-    fn keep_logs(&self) {
-        let dir = self.cluster.work().join("logs");
-        let _ = std::fs::create_dir_all(&dir);
-        for (name, text) in self.cluster.logs() {
-            let _ = std::fs::write(dir.join(format!("{name}.log")), text);
-        }
     }
 }
