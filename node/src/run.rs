@@ -100,14 +100,19 @@ fn stats_line(node: &Node, l2: Option<&L2Server>) -> String {
     if let Some(l2) = l2 {
         let l = l2.stats();
         line.push_str(&format!(
-            " l2_malformed={} l2_foreign={} l2_dropped={} l2_duplicates={} l2_retransmissions={} l2_sessions={} l2_evicted={}",
+            " l2_malformed={} l2_foreign={} l2_dropped={} l2_duplicates={} l2_retransmissions={} l2_sessions={} l2_evicted={} l2_pending={} l2_pending_evicted={} l2_unauth_answers={} l2_unauth_refused={} l2_unauth_retransmissions={}",
             l.engine.malformed + l.malformed,
             l.engine.foreign,
             l.dropped,
             l.engine.duplicates,
             l.engine.retransmissions,
             l.sessions,
-            l.evicted
+            l.evicted,
+            l.pending,
+            l.pending_evicted,
+            l.unauth_answers,
+            l.unauth_refused,
+            l.unauth_retransmissions
         ));
     }
     line

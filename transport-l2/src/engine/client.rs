@@ -12,11 +12,15 @@
 //! session's keys and cannot be replayed; whether the old node executed it
 //! is unknown), [`ClientEvent::PeerRestarted`] tells the caller to redo the
 //! node-protocol handshake, and later messages go to the new epoch. Frames
-//! with a lower epoch are stale and dropped.
+//! with a lower epoch are stale and dropped. A `Reset` with
+//! `FLAG_UNKNOWN_SESSION` at the node's current epoch (the node forgot this
+//! session) is handled the same way: the session is gone, the node
+//! executed nothing after forgetting it, whatever came before is unknown.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+use super::admission::FLAG_UNKNOWN_SESSION;
 use super::recv::{Insert, Reassembly};
 use super::send::SendQueue;
 use super::timer::{Timer, TimerTable};
@@ -35,8 +39,8 @@ pub struct MsgId(pub u64);
 pub enum FailReason {
     /// No complete response within [`Config::deadline`].
     Deadline,
-    /// The node restarted (new epoch): the message may or may not have been
-    /// executed by the old incarnation; re-handshake and retry.
+    /// The node restarted (new epoch) or forgot this session: the message
+    /// may or may not have been executed; re-handshake and retry.
     PeerRestarted,
 }
 
@@ -57,7 +61,8 @@ pub enum ClientEvent {
         /// Why.
         why: FailReason,
     },
-    /// The node restarted with `epoch`: the node-protocol session is gone.
+    /// The node restarted with `epoch`, or (same `epoch`) forgot this
+    /// session: the node-protocol session is gone.
     PeerRestarted {
         /// The node's new epoch.
         epoch: u32,
@@ -258,7 +263,12 @@ impl Client {
         } else if e > self.server_epoch {
             self.restart(e);
         } else if h.ty == FrameType::Reset {
-            return false;
+            if h.flags & FLAG_UNKNOWN_SESSION == 0 {
+                return false;
+            }
+            // The same incarnation forgot this session (evicted, idle):
+            // as after a restart, the node-protocol session is gone.
+            self.restart(e);
         }
         true
     }

@@ -37,6 +37,7 @@
 //!   wire, so the node protocol's 64-frame replay window never sees a
 //!   message too far behind the newest.
 
+pub mod admission;
 mod cc;
 mod client;
 mod config;

@@ -5,7 +5,9 @@
 //! Phases: `Idle` (no node-protocol session) → `Hello` (message 1 of a
 //! fresh L2 session is the `ClientHello`; requests submitted meanwhile
 //! queue) → `Open` (requests are sealed and sent as they come). A node
-//! restart (`ClientEvent::PeerRestarted`) fails what was in flight and
+//! restart, or a node that forgot the session (a `Reset` with
+//! `FLAG_UNKNOWN_SESSION`; both `ClientEvent::PeerRestarted`), fails what
+//! was in flight (`Disconnected`: it may or may not have run) and
 //! returns to `Idle`; the next request starts a new handshake on a new
 //! engine session (new client epoch), which must find the same backend.
 
@@ -278,7 +280,7 @@ impl Peer {
         }
         if restarted && matches!(self.phase, Phase::Open { .. }) {
             eprintln!(
-                "qbd-l2: node {} restarted: new session at the next request",
+                "qbd-l2: node {} restarted or forgot the session: new session at the next request",
                 self.mac
             );
             self.phase = Phase::Idle;

@@ -17,8 +17,9 @@ use super::gate::SlowGate;
 use super::session::{Action, Sess};
 use super::{ServeStats, Service, lock};
 use crate::af_packet::{FrameBatch, Handler, PollerSender};
+use crate::engine::admission::{Ages, Budget, Table};
 use crate::engine::wire::{Frame, FrameType, HEADER_LEN, session_of};
-use crate::engine::{Config, Mac, ReqId, Server, Stats};
+use crate::engine::{Config, Mac, ReqId, Stats};
 use crate::probe::{self, BASE_MTU, Probe};
 
 /// A session's key: (master MAC, client epoch).
@@ -47,11 +48,17 @@ pub(super) struct Setup {
     pub(super) local: Mac,
     pub(super) iface_mtu: usize,
     pub(super) max_sessions: usize,
+    pub(super) max_pending: usize,
     pub(super) idle: Duration,
     pub(super) stats: Arc<Mutex<ServeStats>>,
     pub(super) doorbell: Arc<OnceLock<PollerSender>>,
 }
 
+mod admit;
+
+/// Answers to unauthenticated senders: a burst, then this many a second.
+const ANSWER_BURST: u32 = 64;
+const ANSWERS_PER_SECOND: u32 = 1000;
 /// Most MACs whose jumbo ping is remembered.
 const MAX_JUMBO: usize = 1024;
 const PUBLISH_EVERY: Duration = Duration::from_millis(5);
@@ -59,7 +66,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) struct ServeHandler {
     setup: Setup,
-    sessions: HashMap<Key, Sess>,
+    sessions: Table<Key, Sess>,
+    /// Answers to unauthenticated senders (sent once each).
+    budget: Budget,
+    unauth_answers: u64,
+    pending_evicted: u64,
+    /// Retransmissions by sessions that retired unauthenticated.
+    unauth_retransmissions: u64,
     /// The MTU each master's last ping proved (to us).
     jumbo: HashMap<Mac, usize>,
     done: Arc<DoneQueue>,
@@ -79,7 +92,8 @@ pub(super) struct ServeHandler {
 impl std::fmt::Debug for ServeHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeHandler")
-            .field("sessions", &self.sessions.len())
+            .field("sessions", &self.sessions.authenticated())
+            .field("pending", &self.sessions.pending())
             .finish_non_exhaustive()
     }
 }
@@ -89,8 +103,12 @@ impl ServeHandler {
         let now = Instant::now();
         ServeHandler {
             probe_buf: vec![0u8; setup.iface_mtu.max(BASE_MTU) + 64],
+            sessions: Table::new(setup.max_sessions, setup.max_pending),
             setup,
-            sessions: HashMap::new(),
+            budget: Budget::new(ANSWER_BURST, ANSWERS_PER_SECOND),
+            unauth_answers: 0,
+            pending_evicted: 0,
+            unauth_retransmissions: 0,
             jumbo: HashMap::new(),
             done: Arc::new(DoneQueue::default()),
             gate: SlowGate::default(),
@@ -108,14 +126,23 @@ impl ServeHandler {
     /// Writes the final counters (after the thread stopped).
     pub(super) fn publish_into(&self, stats: &mut ServeStats) {
         let mut engine = self.retired.clone();
-        for s in self.sessions.values() {
+        let mut unauth_retx = self.unauth_retransmissions;
+        for (_, s, authed) in self.sessions.iter() {
             engine.absorb(s.server.stats());
+            if !authed {
+                unauth_retx += s.server.stats().retransmissions;
+            }
         }
         stats.engine = engine;
         stats.malformed = self.malformed;
         stats.dropped = self.dropped;
-        stats.sessions = self.sessions.len();
+        stats.sessions = self.sessions.authenticated();
+        stats.pending = self.sessions.pending();
         stats.evicted = self.evicted;
+        stats.pending_evicted = self.pending_evicted;
+        stats.unauth_answers = self.unauth_answers;
+        stats.unauth_refused = self.budget.refused;
+        stats.unauth_retransmissions = unauth_retx;
         stats.slow_inline = self.gate.closed;
     }
 
@@ -155,53 +182,10 @@ impl ServeHandler {
         }
     }
 
-    /// The session `frame` belongs to, made if it is a new one (only a
-    /// request opens one; never from a group address).
-    fn session_for(&mut self, now: Instant, frame: &[u8]) -> Option<Key> {
-        let (mac, epoch) = session_of(frame)?;
-        if epoch == 0 || mac.0[0] & 1 != 0 {
-            return None;
-        }
-        if self.sessions.contains_key(&(mac, epoch)) {
-            return Some((mac, epoch));
-        }
-        if FrameType::from_byte(frame[15]) != FrameType::Request {
-            return None;
-        }
-        if self.sessions.len() >= self.setup.max_sessions {
-            self.evict_one();
-        }
-        let mtu = self
-            .jumbo
-            .get(&mac)
-            .copied()
-            .unwrap_or(BASE_MTU)
-            .min(self.setup.iface_mtu);
-        let cfg = Config {
-            mtu,
-            ..self.setup.engine.clone()
-        };
-        let server = Server::new(cfg, self.setup.local, mac, epoch);
-        self.sessions
-            .insert((mac, epoch), Sess::new(server, mac, now));
-        Some((mac, epoch))
-    }
-
-    fn forget(&mut self, key: Key) {
-        if let Some(s) = self.sessions.remove(&key) {
-            self.retired.absorb(s.server.stats());
-        }
-    }
-
-    fn evict_one(&mut self) {
-        let oldest = self
-            .sessions
-            .iter()
-            .min_by_key(|(_, s)| s.last_seen)
-            .map(|(k, _)| *k);
-        if let Some(k) = oldest {
-            self.forget(k);
-            self.evicted += 1;
+    fn retire(&mut self, s: &Sess, authed: bool) {
+        self.retired.absorb(s.server.stats());
+        if !authed {
+            self.unauth_retransmissions += s.server.stats().retransmissions;
         }
     }
 
@@ -211,7 +195,7 @@ impl ServeHandler {
         let Some(sess) = self.sessions.get_mut(&key) else {
             return;
         };
-        while let Some(action) = sess.next_action(now, &setup.key, setup.service.as_ref()) {
+        while let Some(action) = sess.next_action(now, setup.service.as_ref()) {
             if let Action::Run { id, rid, req } = action {
                 let gated = !setup.service.inline(&req)
                     && setup.service.inline_while_quick(&req)
@@ -239,6 +223,9 @@ impl ServeHandler {
         }
         let cap = sess.server_frame_capacity();
         sess.transmit(now, cap, out);
+        if sess.authenticated && !self.sessions.is_authenticated(&key) {
+            self.promote(key);
+        }
     }
 
     fn take_done(&mut self, now: Instant, out: &mut FrameBatch) {
@@ -269,15 +256,13 @@ impl ServeHandler {
             return;
         }
         self.swept = now;
-        let idle = self.setup.idle;
-        let stale: Vec<Key> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| now.duration_since(s.last_seen) > idle && s.server.executing() == 0)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in stale {
-            self.forget(k);
+        let ages = Ages {
+            pending: self.setup.engine.deadline,
+            authed: self.setup.idle,
+        };
+        let gone = self.sessions.sweep(now, ages, |s| s.server.executing() > 0);
+        for s in gone {
+            self.retire(&s, s.authenticated);
             self.dirty = true;
         }
     }
@@ -312,12 +297,21 @@ impl Handler for ServeHandler {
             return;
         }
         let now = Instant::now();
-        let Some(key) = self.session_for(now, frame) else {
-            self.dropped += 1;
+        let Some(key) = session_of(frame) else {
             return;
         };
+        if key.1 == 0 || key.0.0[0] & 1 != 0 {
+            self.dropped += 1;
+            return;
+        }
+        if !self.sessions.contains(&key) {
+            return self.admit(now, frame, out);
+        }
+        if self.resend_hello(now, key, frame, out) {
+            return;
+        }
+        self.sessions.touch(&key, now);
         if let Some(sess) = self.sessions.get_mut(&key) {
-            sess.last_seen = now;
             sess.server.handle_frame(now, frame);
         }
         self.serve(now, key, out);
@@ -327,7 +321,7 @@ impl Handler for ServeHandler {
         self.take_done(now, out);
         let mut next: Option<Instant> = None;
         let mut due = Vec::new();
-        for (key, sess) in &self.sessions {
+        for (key, sess, _) in self.sessions.iter() {
             match sess.server.poll_timeout() {
                 Some(t) if t <= now => due.push(*key),
                 Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
@@ -341,7 +335,7 @@ impl Handler for ServeHandler {
             self.serve(now, key, out);
             if let Some(t) = self
                 .sessions
-                .get(&key)
+                .get_mut(&key)
                 .and_then(|s| s.server.poll_timeout())
             {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -353,7 +347,7 @@ impl Handler for ServeHandler {
             Some(p) => Some(next.map_or(p, |n| n.min(p))),
             None => next,
         };
-        if !self.sessions.is_empty() {
+        if self.sessions.authenticated() + self.sessions.pending() > 0 {
             let sweep_at = self.swept + SWEEP_EVERY;
             next = Some(next.map_or(sweep_at, |n| n.min(sweep_at)));
         }

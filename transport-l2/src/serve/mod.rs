@@ -5,16 +5,18 @@
 //!
 //! - Sessions are keyed by (master MAC, client epoch): one master may hold
 //!   several (one per transport), and a restarted master's new epoch is a
-//!   new session. Only a request frame opens a session, and its first
-//!   message must be a valid hello. Sessions idle for
-//!   [`ServeOptions::idle`] (a restarted master's old ones) are forgotten;
-//!   at most [`ServeOptions::max_sessions`] exist (the least recently
-//!   heard one is evicted), so forged frames cannot grow memory without
-//!   bound.
-//! - Message 1 of a session is the node-protocol `ClientHello`; the
-//!   answer is the `ServerHello`, or an empty message if the hello does
-//!   not verify (counted as a failed handshake: the master reports a
-//!   wrong cluster key at once instead of timing out).
+//!   new session. Admission (`handler/admit.rs`, `engine::admission`):
+//!   only message 1 whole in one frame, a `ClientHello` that verifies
+//!   under the cluster key, creates state, and then only a *pending*
+//!   session (at most [`ServeOptions::max_pending`], evicting each other
+//!   only). It becomes *authenticated* when a sealed request opens under
+//!   its keys; at most [`ServeOptions::max_sessions`] of those exist, and
+//!   only a newly authenticated one evicts one. Unauthenticated senders
+//!   get at most one answer per frame (an empty refusal of a bad hello,
+//!   the `ServerHello`, a `Reset`), within a budget, never retransmitted.
+//!   Sessions idle for [`ServeOptions::idle`] (pending ones: the engine's
+//!   deadline) are forgotten; a master that sends to a forgotten session
+//!   gets a `Reset` with `FLAG_UNKNOWN_SESSION` and re-handshakes.
 //! - Later messages are sealed requests. One that fails `Opener::open`
 //!   (bad MAC, replayed sequence number, garbage) is rejected at the
 //!   engine — not acknowledged, forgotten — so the master's
@@ -93,8 +95,12 @@ pub struct ServeOptions {
     pub engine: Config,
     /// The polling thread's parameters.
     pub poller: PollerConfig,
-    /// Most sessions kept at once.
+    /// Most authenticated sessions kept at once (a new one evicts the
+    /// least recently heard).
     pub max_sessions: usize,
+    /// Most pending sessions (hello verified, no sealed request opened
+    /// yet), bounded apart: they never evict an authenticated one.
+    pub max_pending: usize,
     /// A session without frames for this long (and nothing executing) is
     /// forgotten.
     pub idle: Duration,
@@ -111,6 +117,7 @@ impl ServeOptions {
                 ..PollerConfig::default()
             },
             max_sessions: 256,
+            max_pending: 64,
             idle: Duration::from_secs(60),
         }
     }
@@ -126,10 +133,23 @@ pub struct ServeStats {
     /// Frames that decode but belong to no session: epoch 0, a group
     /// source address, a non-request frame for an unknown session.
     pub dropped: u64,
-    /// Sessions now.
+    /// Authenticated sessions now.
     pub sessions: usize,
-    /// Sessions evicted because `max_sessions` were in use.
+    /// Pending sessions now (hello verified, no sealed request yet).
+    pub pending: usize,
+    /// Authenticated sessions evicted because `max_sessions` were in use
+    /// when another session authenticated.
     pub evicted: u64,
+    /// Pending sessions evicted because `max_pending` were in use.
+    pub pending_evicted: u64,
+    /// Frames sent once to unauthenticated senders (hello answers,
+    /// resets).
+    pub unauth_answers: u64,
+    /// Such answers not sent: the budget was spent.
+    pub unauth_refused: u64,
+    /// Retransmissions by sessions while unauthenticated (always 0: a
+    /// pending session has no response to retransmit).
+    pub unauth_retransmissions: u64,
     /// Times an inline write took over 200 µs, sending writes to tokio
     /// for a back-off (`Service::inline_while_quick`).
     pub slow_inline: u64,
@@ -176,6 +196,7 @@ impl L2Server {
             local: mac,
             iface_mtu: mtu,
             max_sessions: opts.max_sessions.max(1),
+            max_pending: opts.max_pending.max(1),
             idle: opts.idle,
             stats: Arc::clone(&stats),
             doorbell: Arc::clone(&doorbell),

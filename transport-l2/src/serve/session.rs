@@ -1,26 +1,17 @@
 //! One master session on the node: the engine [`Server`] and the
-//! node-protocol state on top (hello, then open).
+//! node-protocol session on top. Message 1 (the hello) never reaches this
+//! engine: the handler checks it before any state exists
+//! (`handler/admit.rs`), so a session starts with its keys and is
+//! *pending* until a sealed request opens under them.
 
 use std::time::Instant;
 
-use qbd_core::proto::frame::{FrameHeader, FrameKind};
 use qbd_core::proto::msg::{ErrorCode, Request, Response};
-use qbd_core::proto::session::{self, Opener, Sealer};
-use qbd_core::proto::{ClusterKey, ProtoError};
+use qbd_core::proto::session::{Opener, Sealer, Session};
 
 use super::Service;
 use crate::af_packet::FrameBatch;
 use crate::engine::{Mac, ReqId, Server, ServerEvent};
-use crate::epoch::fresh_nonce;
-
-enum Proto {
-    /// Waiting for the `ClientHello` (message 1).
-    Hello,
-    Open {
-        opener: Opener,
-        sealer: Sealer,
-    },
-}
 
 /// What a delivered message asks the handler to do.
 pub(super) enum Action {
@@ -30,24 +21,43 @@ pub(super) enum Action {
     Run { id: ReqId, rid: u64, req: Request },
 }
 
-/// One session.
+/// One session: born pending (its `ClientHello` verified statelessly, the
+/// `ServerHello` sent once), authenticated once a sealed request opens.
 pub(super) struct Sess {
     pub(super) server: Server,
-    proto: Proto,
+    opener: Opener,
+    sealer: Sealer,
     pub(super) peer: Mac,
-    pub(super) last_seen: Instant,
+    /// The name the master gave in its hello.
+    client: String,
+    /// The `ServerHello` bytes, resent (once per copy) when the master
+    /// sends its hello again; dropped once authenticated.
+    pub(super) hello: Vec<u8>,
+    /// A sealed request opened under the session keys.
+    pub(super) authenticated: bool,
     scratch: Vec<u8>,
     /// One frame being built (sized to the MTU once).
     frame: Vec<u8>,
 }
 
 impl Sess {
-    pub(super) fn new(server: Server, peer: Mac, now: Instant) -> Self {
+    /// A pending session over `server` with the keys of `session`.
+    pub(super) fn pending(
+        server: Server,
+        peer: Mac,
+        session: Session,
+        client: String,
+        hello: Vec<u8>,
+    ) -> Self {
+        let (sealer, opener) = session.split();
         Sess {
             server,
-            proto: Proto::Hello,
+            opener,
+            sealer,
             peer,
-            last_seen: now,
+            client,
+            hello,
+            authenticated: false,
             scratch: Vec::new(),
             frame: Vec::new(),
         }
@@ -55,86 +65,51 @@ impl Sess {
 
     /// Takes the next delivered message and authenticates it; returns
     /// `None` once none is left.
-    pub(super) fn next_action(
-        &mut self,
-        now: Instant,
-        key: &ClusterKey,
-        service: &dyn Service,
-    ) -> Option<Action> {
+    pub(super) fn next_action(&mut self, now: Instant, service: &dyn Service) -> Option<Action> {
         let ServerEvent::Request { id, message } = self.server.poll_event()?;
-        Some(match &mut self.proto {
-            Proto::Hello => {
-                self.hello(now, id, &message, key, service);
+        let (h, decoded) = match self.opener.open_request(&message) {
+            Err(e) => {
+                self.server.reject(id);
+                service.rejected(self.peer, &e);
+                return Some(Action::None);
+            }
+            Ok(opened) => opened,
+        };
+        self.authenticate();
+        Some(match decoded {
+            Ok(req) => Action::Run {
+                id,
+                rid: h.request_id,
+                req,
+            },
+            Err(e) => {
+                service.rejected(self.peer, &e);
+                let resp = Response::Error {
+                    code: ErrorCode::Invalid,
+                    message: format!("undecodable request: {e}"),
+                };
+                self.answer(now, id, h.request_id, &resp);
                 Action::None
             }
-            Proto::Open { opener, .. } => match opener.open_request(&message) {
-                Err(e) => {
-                    self.server.reject(id);
-                    service.rejected(self.peer, &e);
-                    Action::None
-                }
-                Ok((h, decoded)) => match decoded {
-                    Ok(req) => Action::Run {
-                        id,
-                        rid: h.request_id,
-                        req,
-                    },
-                    Err(e) => {
-                        service.rejected(self.peer, &e);
-                        let resp = Response::Error {
-                            code: ErrorCode::Invalid,
-                            message: format!("undecodable request: {e}"),
-                        };
-                        self.answer(now, id, h.request_id, &resp);
-                        Action::None
-                    }
-                },
-            },
         })
     }
 
-    fn hello(
-        &mut self,
-        now: Instant,
-        id: ReqId,
-        message: &[u8],
-        key: &ClusterKey,
-        service: &dyn Service,
-    ) {
-        let is_hello = FrameHeader::decode(message).is_ok_and(|h| h.kind == FrameKind::ClientHello);
-        let accepted = if is_hello {
-            session::accept(key, fresh_nonce(), &service.hello(), message)
-        } else {
-            Err(ProtoError::Handshake(
-                "message 1 is not a ClientHello".into(),
-            ))
-        };
-        match accepted {
-            Ok((session, client, reply)) => {
-                eprintln!(
-                    "qbd-node: l2: session with {client:?} at {} established",
-                    self.peer
-                );
-                let (sealer, opener) = session.split();
-                self.proto = Proto::Open { opener, sealer };
-                self.respond(now, id, reply);
-            }
-            Err(e) => {
-                service.handshake_failed(self.peer, &e.to_string());
-                // An empty answer tells the master at once (unauthenticated:
-                // a forged one only costs a failed handshake).
-                self.respond(now, id, Vec::new());
-            }
+    fn authenticate(&mut self) {
+        if !self.authenticated {
+            self.authenticated = true;
+            self.hello = Vec::new();
+            eprintln!(
+                "qbd-node: l2: session with {:?} at {} established",
+                self.client, self.peer
+            );
         }
     }
 
     /// Seals `resp` and hands it to the engine as the answer to `id`.
     pub(super) fn answer(&mut self, now: Instant, id: ReqId, rid: u64, resp: &Response) {
-        let Proto::Open { sealer, .. } = &mut self.proto else {
-            return;
-        };
         let mut sealed = Vec::with_capacity(resp.detached_tail() + 512);
-        sealer.seal_message(rid, resp, &mut self.scratch, &mut sealed);
+        self.sealer
+            .seal_message(rid, resp, &mut self.scratch, &mut sealed);
         self.respond(now, id, sealed);
     }
 
