@@ -10,6 +10,8 @@
 //! - [`Loss`] (`nft.rs`) drops a share of one EtherType's frames at an
 //!   interface's ingress (nftables, netdev family) and counts the drops:
 //!   this kernel has no netem.
+//! - [`Dup`] (`nft.rs`) sends a share of one EtherType's frames twice at
+//!   an interface's egress (a switch port).
 //! - [`sweep_stale`] (`sweep.rs`) deletes namespaces left by crashed runs.
 //!
 //! Invariants:
@@ -36,7 +38,7 @@ mod sweep;
 
 pub use cmd::ip;
 pub use lab::Lab;
-pub use nft::{Counter, Loss};
+pub use nft::{Counter, Dup, Loss};
 pub use ns::{Ns, parse_mac};
 pub use sweep::sweep_stale;
 

@@ -83,6 +83,49 @@ impl Loss {
     }
 }
 
+/// Random duplication of frames of one EtherType leaving one interface
+/// (a switch port, say): the rule is `ether type ET numgen random mod 100
+/// < PERCENT counter dup to IFACE` in the netdev `egress` hook of `iface`
+/// (Linux 5.16 and later), table `qbd_dup_<iface>`. The kernel's
+/// recursion limit bounds copies of copies.
+#[derive(Debug, Clone)]
+pub struct Dup {
+    ns: Ns,
+    table: String,
+}
+
+impl Dup {
+    /// Sends about `percent` % of the frames of `ethertype` leaving `iface` in `ns` twice.
+    pub fn install(ns: &Ns, iface: &str, ethertype: u16, percent: u8) -> Result<Dup, String> {
+        if percent == 0 || percent >= 100 {
+            return Err(format!("duplication of {percent} % (1..=99)"));
+        }
+        let table = format!(
+            "qbd_dup_{}",
+            iface.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        ns.nft(&format!(
+            "table netdev {table} {{
+    counter duplicated {{ }}
+    chain egress {{
+        type filter hook egress device \"{iface}\" priority 0; policy accept;
+        ether type {ethertype:#06x} numgen random mod 100 < {percent} counter name \"duplicated\" dup to \"{iface}\"
+    }}
+}}
+"
+        ))?;
+        Ok(Dup {
+            ns: ns.clone(),
+            table,
+        })
+    }
+
+    /// Frames the rule sent twice.
+    pub fn duplicated(&self) -> Result<Counter, String> {
+        self.ns.nft_counter("netdev", &self.table, "duplicated")
+    }
+}
+
 /// The `packets N bytes M` of `nft list counter` output.
 fn parse_counter(text: &str) -> Option<Counter> {
     let mut words = text.split_whitespace();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use qbd_netlab::{Lab, Loss, Ns};
+use qbd_netlab::{Dup, Lab, Loss, Ns};
 use rustix::process::Signal;
 
 use super::config::{Config, Transport};
@@ -90,8 +90,10 @@ impl NodeProc {
 #[derive(Debug)]
 struct Net {
     masters: [Ns; 2],
-    /// Loss rules; kept alive while the cluster lives.
-    _loss: Vec<Loss>,
+    /// Loss rules (every host's ingress).
+    loss: Vec<Loss>,
+    /// Duplication rules (every switch port's egress).
+    dup: Vec<Dup>,
 }
 
 /// See the module documentation.
@@ -123,7 +125,7 @@ impl Cluster {
             .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
         let (net, node_ns) = match (cfg.transport, lab) {
             (Transport::L2, Some(lab)) => {
-                let (net, ns) = segment(lab, cfg.nodes, cfg.loss)?;
+                let (net, ns) = segment(lab, &cfg)?;
                 (Some(net), ns.into_iter().map(Some).collect())
             }
             (Transport::L2, None) => return Err("QBD-L2 needs root (network namespaces)".into()),
@@ -397,26 +399,49 @@ impl Drop for Cluster {
     }
 }
 
-/// Two master namespaces and one per node on a bridge; `loss` percent of
-/// QBD-L2 frames dropped at every host's ingress.
-fn segment(lab: &mut Lab, nodes: usize, loss: u8) -> Result<(Net, Vec<Ns>), String> {
+/// Two master namespaces and one per node on a bridge; `cfg.loss` percent
+/// of QBD-L2 frames dropped at every host's ingress, `cfg.dup` percent sent
+/// twice by every switch port.
+fn segment(lab: &mut Lab, cfg: &Config) -> Result<(Net, Vec<Ns>), String> {
     let masters = [lab.namespace(), lab.namespace()];
-    let node_ns: Vec<Ns> = (0..nodes).map(|_| lab.namespace()).collect();
+    let node_ns: Vec<Ns> = (0..cfg.nodes).map(|_| lab.namespace()).collect();
     let hosts: Vec<&Ns> = masters.iter().chain(&node_ns).collect();
-    lab.switch(&hosts, 9000);
-    let mut rules = Vec::new();
-    if loss > 0 {
-        for ns in masters.iter().chain(&node_ns) {
-            rules.push(Loss::install(ns, IFACE, ETHERTYPE, loss)?);
+    let switch = lab.switch(&hosts, 9000);
+    let mut loss = Vec::new();
+    if cfg.loss > 0 {
+        for ns in &hosts {
+            loss.push(Loss::install(ns, IFACE, ETHERTYPE, cfg.loss)?);
         }
     }
-    Ok((
-        Net {
-            masters,
-            _loss: rules,
-        },
-        node_ns,
-    ))
+    let mut dup = Vec::new();
+    if cfg.dup > 0 {
+        for port in 0..hosts.len() {
+            dup.push(Dup::install(
+                &switch,
+                &format!("p{port}"),
+                ETHERTYPE,
+                cfg.dup,
+            )?);
+        }
+    }
+    Ok((Net { masters, loss, dup }, node_ns))
+}
+
+/// Frames (seen, dropped, duplicated) by the segment's rules so far.
+pub fn frame_counts(c: &Cluster) -> Option<(u64, u64, u64)> {
+    let net = c.net.as_ref()?;
+    let mut seen = 0;
+    let mut dropped = 0;
+    for l in &net.loss {
+        seen += l.seen().map(|c| c.packets).unwrap_or(0);
+        dropped += l.dropped().map(|c| c.packets).unwrap_or(0);
+    }
+    let dup = net
+        .dup
+        .iter()
+        .map(|d| d.duplicated().map(|c| c.packets).unwrap_or(0))
+        .sum();
+    Some((seen, dropped, dup))
 }
 
 fn mac_text(mac: [u8; 6]) -> String {

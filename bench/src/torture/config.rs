@@ -49,13 +49,15 @@ pub struct Config {
     pub transport: Transport,
     /// Percent of QBD-L2 frames dropped at every host (L2 only).
     pub loss: u8,
+    /// Percent of QBD-L2 frames the switch sends twice (L2 only).
+    pub dup: u8,
     /// Volume size in bytes.
     pub size: u64,
 }
 
 impl Preset {
     /// The configuration, with `loss` (None: the preset's default) and `size`.
-    pub fn config(self, loss: Option<u8>, size: u64) -> Config {
+    pub fn config(self, loss: Option<u8>, dup: Option<u8>, size: u64) -> Config {
         let (name, redundancy, nodes, tolerance, transport) = match self {
             Preset::R3Tcp => ("r3-tcp", "replicate:3", 3, 2, Transport::Tcp),
             Preset::R3L2 => ("r3-l2", "replicate:3", 3, 2, Transport::L2),
@@ -75,6 +77,11 @@ impl Preset {
             } else {
                 0
             },
+            dup: if transport == Transport::L2 {
+                dup.unwrap_or(1)
+            } else {
+                0
+            },
             size,
         }
     }
@@ -85,7 +92,11 @@ impl fmt::Display for Config {
         write!(f, "{} ({}", self.name, self.redundancy)?;
         match self.transport {
             Transport::Tcp => write!(f, " over TCP")?,
-            Transport::L2 => write!(f, " over QBD-L2, {} % loss", self.loss)?,
+            Transport::L2 => write!(
+                f,
+                " over QBD-L2, {} % loss, {} % duplication",
+                self.loss, self.dup
+            )?,
         }
         write!(f, ", {} MiB)", self.size >> 20)
     }

@@ -51,6 +51,9 @@ pub struct TortureArgs {
     /// r3-l2, 0 otherwise).
     #[arg(long)]
     pub loss: Option<u8>,
+    /// Percent of QBD-L2 frames the switch sends twice (default 1; 0 is off).
+    #[arg(long)]
+    pub dup: Option<u8>,
     /// NBD connections of the workload (each one request at a time).
     #[arg(long, default_value_t = 3)]
     pub workers: usize,

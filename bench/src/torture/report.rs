@@ -31,6 +31,8 @@ pub struct Tally {
     pub cycles: u64,
     /// Events by name (faults, restarts, verify/repair rounds).
     pub events: BTreeMap<&'static str, u64>,
+    /// QBD-L2 frames (seen at hosts, dropped, duplicated by the switch).
+    pub frames: Option<(u64, u64, u64)>,
 }
 
 impl Tally {
@@ -42,6 +44,7 @@ impl Tally {
             started: Instant::now(),
             cycles: 0,
             events: BTreeMap::new(),
+            frames: None,
         }
     }
 
@@ -62,6 +65,11 @@ impl Tally {
         s.push_str("  injected:\n");
         for (k, v) in &self.events {
             s.push_str(&format!("    {k:<28} {v}\n"));
+        }
+        if let Some((seen, dropped, dup)) = self.frames {
+            s.push_str(&format!(
+                "  QBD-L2 frames: {seen} arrived at hosts, {dropped} dropped, {dup} duplicated\n"
+            ));
         }
         s.push_str("  requests:");
         for (name, n) in OPS.iter().zip(&shared.ops) {
@@ -103,6 +111,9 @@ impl Tally {
             "events": self.events,
             "requests": ops,
             "findings": findings,
+            "frames": self.frames.map(|(seen, dropped, dup)| serde_json::json!({
+                "seen": seen, "dropped": dropped, "duplicated": dup
+            })),
             "passed": passed,
         })
     }

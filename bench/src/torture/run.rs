@@ -34,7 +34,7 @@ use super::workload::{IO_TIMEOUT, Shared, Workers, write_probe};
 pub fn main(args: &TortureArgs) -> Result<(), String> {
     crate::interrupt::install()?;
     let seed = args.seed.unwrap_or_else(clock_seed);
-    let cfg = args.config.config(args.loss, args.size_mib << 20);
+    let cfg = args.config.config(args.loss, args.dup, args.size_mib << 20);
     println!(
         "qbd-bench torture: {cfg}, seed {seed}, for {} s",
         args.duration.as_secs()
@@ -147,6 +147,7 @@ impl Run {
         let deadline = Instant::now() + args.duration;
         let max = args.cycles.unwrap_or(u64::MAX);
         let outcome = self.loop_until(args, tally, deadline, max);
+        tally.frames = super::cluster::frame_counts(&self.cluster);
         self.cluster.shutdown();
         outcome
     }
