@@ -358,6 +358,22 @@ impl Cluster {
         }
     }
 
+    /// For the forger (L2 only): the spare master host, node `i`'s host,
+    /// and every node's MAC.
+    pub fn hostile_hosts(&self, i: usize) -> Result<(Ns, Ns, Vec<[u8; 6]>), String> {
+        let net = self.net.as_ref().ok_or("forged frames need QBD-L2")?;
+        let node = self.nodes[i]
+            .ns
+            .clone()
+            .ok_or("an L2 node has a namespace")?;
+        let macs = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.ns.as_ref().map(|ns| ns.mac(IFACE)))
+            .collect();
+        Ok((net.masters[1 - self.slot].clone(), node, macs))
+    }
+
     /// The run's directory.
     pub fn work(&self) -> &Path {
         &self.work

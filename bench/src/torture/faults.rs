@@ -24,6 +24,9 @@ pub enum Fault {
     Damage(usize, Damage),
     /// Start a master on the other host against the same nodes.
     SecondMaster,
+    /// L2: 2,000 forged session openings to the nodes, and frames to one
+    /// node captured and replayed from another host.
+    Forge(usize),
     /// `--self-test`: every copy of chunk 0 deleted behind the master's back.
     LoseEveryCopy,
 }
@@ -39,6 +42,7 @@ impl Fault {
             Fault::NodeReturn(_) => "node restart",
             Fault::Damage(_, d) => d.name(),
             Fault::SecondMaster => "second master",
+            Fault::Forge(_) => "forged and replayed frames",
             Fault::LoseEveryCopy => "self-test: every copy of chunk 0 deleted",
         }
     }
@@ -51,8 +55,9 @@ pub struct Budget {
     pub down: Option<(usize, u32)>,
 }
 
-/// Picks the next fault for a cluster of `nodes` nodes.
-pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize) -> Fault {
+/// Picks the next fault for a cluster of `nodes` nodes (`l2`: on a segment
+/// where frames can be forged).
+pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize, l2: bool) -> Fault {
     if let Some((node, left)) = budget.down {
         if left == 0 {
             return Fault::NodeReturn(node);
@@ -66,13 +71,15 @@ pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize) -> Fault {
         };
     }
     let node = rng.below(nodes as u64) as usize;
-    match rng.weighted(&[26, 6, 14, 14, 28, 8]) {
+    let forge = if l2 { 8 } else { 0 };
+    match rng.weighted(&[26, 6, 14, 14, 28, 8, forge]) {
         0 => Fault::MasterKill,
         1 => Fault::MasterStop,
         2 => Fault::NodeKill(node),
         3 => Fault::NodeStop(node),
         4 => Fault::Damage(node, Damage::ALL[rng.below(4) as usize]),
-        _ => Fault::SecondMaster,
+        5 => Fault::SecondMaster,
+        _ => Fault::Forge(node),
     }
 }
 
@@ -85,7 +92,7 @@ mod tests {
         let mut rng = Rng::new(3);
         let mut budget = Budget::default();
         for _ in 0..2000 {
-            let f = pick(&mut rng, &mut budget, 6);
+            let f = pick(&mut rng, &mut budget, 6, true);
             let down = budget.down.map(|(n, _)| n);
             match f {
                 Fault::NodeKill(n) => {

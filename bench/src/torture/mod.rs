@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod damage;
 pub mod faults;
+pub mod forger;
 pub mod model;
 pub mod pattern;
 pub mod report;

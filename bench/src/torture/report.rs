@@ -48,6 +48,11 @@ impl Tally {
         }
     }
 
+    /// Adds `n` to `event`.
+    pub fn add(&mut self, event: &'static str, n: u64) {
+        *self.events.entry(event).or_default() += n;
+    }
+
     /// Counts one `event`.
     pub fn count(&mut self, event: &'static str) {
         *self.events.entry(event).or_default() += 1;

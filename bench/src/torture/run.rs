@@ -186,7 +186,12 @@ impl Run {
         let fault = if args.self_test && tally.cycles == 0 {
             Fault::LoseEveryCopy
         } else {
-            pick(&mut self.rng, &mut self.budget, self.cluster.nodes.len())
+            pick(
+                &mut self.rng,
+                &mut self.budget,
+                self.cluster.nodes.len(),
+                self.cluster.cfg.transport == Transport::L2,
+            )
         };
         tally.count(fault.name());
         self.inject(fault, tally)?;
@@ -247,6 +252,7 @@ impl Run {
                 self.restart_master = true;
             }
             Fault::SecondMaster => self.second_master(tally)?,
+            Fault::Forge(i) => self.forge(i, tally)?,
             Fault::LoseEveryCopy => {
                 let acked = self.probe(&self.cluster.socket(), 0)?;
                 println!("qbd-bench torture: self-test: block 0 written (acknowledged: {acked})");
@@ -298,6 +304,19 @@ impl Run {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Forged openings to every node, then a replay of frames to node `i`.
+    fn forge(&mut self, i: usize, tally: &mut Tally) -> Result<(), String> {
+        let (spare, node_host, macs) = self.cluster.hostile_hosts(i)?;
+        let n = super::forger::forge_openings(&spare, &macs, 2000, &mut self.rng)?;
+        tally.add("forged session-opening frames", n as u64);
+        let (captured, replayed) = super::forger::replay(&node_host, &spare)?;
+        tally.add("frames captured and replayed", replayed as u64);
+        println!(
+            "qbd-bench torture: forged {n} openings; replayed {replayed} of {captured} frames to node {i}"
+        );
         Ok(())
     }
 
