@@ -16,12 +16,21 @@ use serde_json::Value;
 /// Seconds of faults per configuration in CI.
 const BUDGET: &str = "45s";
 
+/// One run at a time: each starts up to seven daemons, and the fault
+/// timing assumes the machine is not shared with another run.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
 /// Runs one configuration; returns (exit success, output, JSON summary).
 fn torture(config: &str, seed: &str, extra: &[&str], dir: &Path) -> (bool, String, Value) {
+    let _one = serial();
     let json = dir.join(format!("{config}.json"));
     let out = Command::new(env!("CARGO_BIN_EXE_qbd-bench"))
         .args(["torture", "--config", config, "--seed", seed])
