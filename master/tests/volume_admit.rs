@@ -46,7 +46,9 @@ async fn degraded(paths: &[&Path], state: &Path, unreached: usize) -> Result<Vol
 }
 
 fn block(seed: u8) -> Vec<u8> {
-    (0..4096).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+    (0..4096)
+        .map(|i| (i as u8).wrapping_mul(7) ^ seed)
+        .collect()
 }
 
 #[tokio::test]
@@ -57,7 +59,9 @@ async fn a_missing_backend_is_served_without_then_admitted_and_resynced() {
     let e = degraded(&[a, b], state, 1).await.err().unwrap();
     assert!(e.contains("did not answer"), "{e}");
     {
-        let v = open_volume(dirs(&[a, b, c]), &request(state)).await.unwrap();
+        let v = open_volume(dirs(&[a, b, c]), &request(state))
+            .await
+            .unwrap();
         for chunk in 0..SIZE / CHUNK {
             v.write(chunk * CHUNK, block(1), false).await.unwrap();
         }
@@ -81,7 +85,11 @@ async fn a_missing_backend_is_served_without_then_admitted_and_resynced() {
     assert!(v.absent_backends().is_empty());
     let mut schedule = Vec::new();
     let healed = v.maintain(&mut schedule, std::time::Instant::now()).await;
-    assert_eq!(healed, SIZE / CHUNK, "every chunk written while it was missing");
+    assert_eq!(
+        healed,
+        SIZE / CHUNK,
+        "every chunk written while it was missing"
+    );
     v.flush().await.unwrap();
     drop(v);
     // The readmitted backend alone holds every block's last value: the
@@ -94,7 +102,9 @@ async fn a_missing_backend_is_served_without_then_admitted_and_resynced() {
             }
         }
     }
-    let v = open_volume(dirs(&[a, b, c]), &request(state)).await.unwrap();
+    let v = open_volume(dirs(&[a, b, c]), &request(state))
+        .await
+        .unwrap();
     for chunk in 0..SIZE / CHUNK {
         assert_eq!(v.read(chunk * CHUNK, 4096).await.unwrap(), block(2));
     }
