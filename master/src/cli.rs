@@ -62,7 +62,15 @@ pub struct Args {
 
     /// With --transport l2: seconds to wait for the nodes the volume needs
     /// (every pinned --node MAC, or as many as --redundancy has parts)
-    /// to answer discovery.
+    /// to answer discovery. Nodes still missing then (like a TCP --node that
+    /// refuses the connection) do not stop an existing volume: it serves
+    /// DEGRADED without them if more than half of its backends answered and
+    /// they hold enough parts of every chunk (one copy; K for ec:K+M); else
+    /// the master refuses to start. A missing node is failed (the writes it
+    /// misses are recorded in the degraded map), logged once, looked for
+    /// again every 2 s, and readmitted when it answers: its epoch claimed,
+    /// its stale parts resynced before it serves reads. Creating a volume
+    /// needs every node.
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub discover_timeout: u64,
 

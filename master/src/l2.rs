@@ -6,6 +6,12 @@
 //! either (an existing volume) it takes what answers until answers stop
 //! for a moment. Which node holds which part is decided by the backend
 //! identities the handshakes prove, never by the order of discovery.
+//!
+//! Nodes still missing after the timeout do not stop the start: they are
+//! returned as [`Missing`] (logged once), the volume opens degraded if the
+//! others are enough (`volume/admit.rs`), and they are admitted when they
+//! answer a later discovery ([`crate::missing`]). Only a segment where no
+//! node answers at all is an error here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,18 +24,34 @@ use qbd_transport_l2::{Found, L2Link, LinkOptions, LinkStats};
 
 use crate::backend_node::NodeBackend;
 use crate::cli::Args;
+use crate::missing::Missing;
 use crate::volume::VolumeError;
 
 /// When the volume's width is unknown: stop once no new node answered for
 /// this long.
 const SETTLE: Duration = Duration::from_millis(1500);
 
+/// What discovery brought: the link, the nodes found on it, how many of
+/// the nodes it waited for did not answer, and how to look for them later.
+#[derive(Debug)]
+pub struct Discovered {
+    /// The link the nodes are reached through.
+    pub link: Arc<L2Link>,
+    /// The nodes found.
+    pub backends: Vec<Arc<dyn Backend>>,
+    /// How many of the nodes waited for (pinned, or as many as the
+    /// redundancy has parts) did not answer.
+    pub unreached: usize,
+    /// How to look for missing nodes later.
+    pub missing: Missing,
+}
+
 /// The link and the nodes found on it.
 pub async fn l2_backends(
     args: &Args,
     key: ClusterKey,
     me: &str,
-) -> Result<(Arc<L2Link>, Vec<Arc<dyn Backend>>), VolumeError> {
+) -> Result<Discovered, VolumeError> {
     let iface = args
         .iface
         .as_deref()
@@ -58,13 +80,27 @@ pub async fn l2_backends(
     let found = link
         .discover(&pinned, want.unwrap_or(usize::MAX), wait, settle)
         .await;
-    check_found(&found, &pinned, want, iface)?;
+    let unreached = check_found(&found, &pinned, want, iface)?;
     let connects = found.iter().map(|f| connect(&link, f, key.clone(), me));
     let backends = futures_util::future::join_all(connects)
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((link, backends))
+    let still: Vec<Mac> = pinned
+        .iter()
+        .filter(|m| !found.iter().any(|f| f.mac == **m))
+        .copied()
+        .collect();
+    let missing = Missing::L2 {
+        link: Arc::clone(&link),
+        pinned: still,
+    };
+    Ok(Discovered {
+        link,
+        backends,
+        unreached,
+        missing,
+    })
 }
 
 /// One line of the link's counters, `key=value` separated by spaces.
@@ -131,45 +167,54 @@ fn wanted(args: &Args, pinned: &[Mac]) -> Result<Option<usize>, VolumeError> {
     Ok(Some(r.parts().saturating_sub(args.dirs.len()).max(1)))
 }
 
+/// Refuses a segment where no node answered; logs (once) each node
+/// waited for that did not. Returns how many of those there are.
 fn check_found(
     found: &[Found],
     pinned: &[Mac],
     want: Option<usize>,
     iface: &str,
-) -> Result<(), VolumeError> {
-    let missing: Vec<String> = pinned
-        .iter()
-        .filter(|m| !found.iter().any(|f| f.mac == **m))
-        .map(Mac::to_string)
-        .collect();
+) -> Result<usize, VolumeError> {
     let list = || {
         let names: Vec<String> = found
             .iter()
             .map(|f| format!("{} ({}, {})", f.mac, f.name, f.backend))
             .collect();
-        if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join(", ")
-        }
+        names.join(", ")
     };
-    if !missing.is_empty() {
+    if found.is_empty() {
         return Err(setup(format!(
-            "--node {} did not answer discovery on {iface}; found: {}",
+            "no node answered discovery on {iface}{} (are the nodes running with --iface on this \
+             segment and the same --ethertype?)",
+            match want {
+                Some(n) => format!(" (waited for {n})"),
+                None => String::new(),
+            }
+        )));
+    }
+    let missing: Vec<String> = pinned
+        .iter()
+        .filter(|m| !found.iter().any(|f| f.mac == **m))
+        .map(Mac::to_string)
+        .collect();
+    let unreached = want.unwrap_or(0).saturating_sub(found.len());
+    if !missing.is_empty() {
+        eprintln!(
+            "qbd-master: l2: --node {} did not answer discovery on {iface}; found: {}. Starting \
+             without it if the volume allows (it is admitted when it answers)",
             missing.join(", "),
             list()
-        )));
-    }
-    if found.len() < want.unwrap_or(1) {
-        return Err(setup(format!(
-            "found {} of the {} nodes the volume needs on {iface}: {} \
-             (are the nodes running with --iface on this segment and the same --ethertype?)",
+        );
+    } else if unreached > 0 {
+        eprintln!(
+            "qbd-master: l2: found {} of the {} nodes waited for on {iface}: {}. Starting without \
+             the others if the volume allows (they are admitted when they answer)",
             found.len(),
-            want.unwrap_or(1),
+            found.len() + unreached,
             list()
-        )));
+        );
     }
-    Ok(())
+    Ok(unreached)
 }
 
 fn setup(msg: String) -> VolumeError {

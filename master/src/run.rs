@@ -8,6 +8,7 @@ use qbd_core::backend::Backend;
 use qbd_core::backend::dir::DirBackend;
 use qbd_core::meta::volume::RequestedShape;
 use qbd_core::proto::ClusterKey;
+use qbd_core::transport::TransportError;
 use qbd_transport_tcp::TcpOptions;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -15,15 +16,25 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::backend_node::NodeBackend;
 use crate::cli::{Args, TransportKind};
 use crate::device::BlockDevice;
+use crate::missing::{Credentials, Missing};
 use crate::nbd::{ExportConfig, Listener, Server};
-use crate::volume::{OpenRequest, VolumeError, open_volume};
+use crate::volume::{OpenMode, OpenRequest, VolumeError, open_volume_with};
 use qbd_transport_l2::L2Link;
 
 /// Runs the master until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> Result<(), VolumeError> {
     let req = open_request(&args)?;
-    let (backends, link) = all_backends(&args).await?;
-    let volume = Arc::new(open_volume(backends, &req).await?);
+    let reached = all_backends(&args).await?;
+    let link = reached.link.clone();
+    // With nodes, some may not have answered: serve without them if the
+    // others are enough (`volume/admit.rs`). Directories are all needed.
+    let mode = match reached.nodes {
+        true => OpenMode::ServeDegraded {
+            unreached: reached.unreached,
+        },
+        false => OpenMode::Serve,
+    };
+    let volume = Arc::new(open_volume_with(reached.backends, &req, mode).await?);
     let mut listeners = Vec::new();
     let tcp = TcpListener::bind(args.listen)
         .await
@@ -59,12 +70,23 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     let shutdown = shutdown_signal()?;
     announce(&ready);
     let maintenance = tokio::spawn(maintain_forever(Arc::clone(&volume)));
+    let admitting = match reached.missing.is_empty() {
+        true => None,
+        false => Some(tokio::spawn(crate::missing::admit_forever(
+            Arc::clone(&volume),
+            reached.missing,
+            credentials(&args)?,
+        ))),
+    };
     let admin = crate::admin::server::Admin::new(Arc::clone(&volume), args.state.clone(), reach);
     let admin = tokio::spawn(admin.serve(admin_listener));
     let served = server.run(listeners, shutdown).await;
     admin.abort();
     let _ = std::fs::remove_file(&admin_path);
     maintenance.abort();
+    if let Some(a) = admitting {
+        a.abort();
+    }
     let flushed = volume.flush_all().await;
     if let Some(path) = &args.socket {
         let _ = std::fs::remove_file(path);
@@ -119,11 +141,22 @@ fn open_request(args: &Args) -> Result<OpenRequest, VolumeError> {
     })
 }
 
-/// The --dir and node backends (their order does not matter), and the L2
-/// link the nodes are reached through, if any.
-async fn all_backends(
-    args: &Args,
-) -> Result<(Vec<Arc<dyn Backend>>, Option<Arc<L2Link>>), VolumeError> {
+/// The backends the master reached at start, and what it could not reach.
+struct Reached {
+    /// The --dir and node backends (their order does not matter).
+    backends: Vec<Arc<dyn Backend>>,
+    /// Whether any nodes were given (`--node`, or L2 discovery).
+    nodes: bool,
+    /// How many of the nodes given (or waited for) did not answer.
+    unreached: usize,
+    /// How to reach them later.
+    missing: Vec<Missing>,
+    /// The L2 link the nodes are reached through, if any.
+    link: Option<Arc<L2Link>>,
+}
+
+/// The --dir and node backends, and the nodes that did not answer.
+async fn all_backends(args: &Args) -> Result<Reached, VolumeError> {
     let l2 = args.transport == TransportKind::L2;
     if args.dirs.is_empty() && args.nodes.is_empty() && !l2 {
         return Err(setup(
@@ -132,45 +165,83 @@ async fn all_backends(
     }
     let mut backends = dir_backends(args)?;
     if l2 {
-        let key = cluster_key(args)?;
-        let me = format!("qbd-master {}", master_name());
-        let (link, nodes) = crate::l2::l2_backends(args, key, &me).await?;
-        backends.extend(nodes);
-        return Ok((backends, Some(link)));
+        let who = credentials(args)?;
+        let found = crate::l2::l2_backends(args, who.key, &who.me).await?;
+        backends.extend(found.backends);
+        return Ok(Reached {
+            backends,
+            nodes: true,
+            unreached: found.unreached,
+            missing: vec![found.missing],
+            link: Some(found.link),
+        });
     }
-    backends.extend(node_backends(args).await?);
-    Ok((backends, None))
+    let (nodes, missing) = node_backends(args).await?;
+    backends.extend(nodes);
+    Ok(Reached {
+        backends,
+        nodes: !args.nodes.is_empty(),
+        unreached: missing.len(),
+        missing,
+        link: None,
+    })
 }
 
-/// Connects to every --node at once (handshake with the cluster key).
-async fn node_backends(args: &Args) -> Result<Vec<Arc<dyn Backend>>, VolumeError> {
+/// Connects to every --node at once (handshake with the cluster key); a
+/// node that is unreachable (refused, timed out) is logged and returned as
+/// missing, any other failure (a bad address, a failed handshake) stops
+/// the start.
+async fn node_backends(args: &Args) -> Result<(Vec<Arc<dyn Backend>>, Vec<Missing>), VolumeError> {
     if args.nodes.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    let key = cluster_key(args)?;
-    let me = format!("qbd-master {}", master_name());
-    let connects = args.nodes.iter().map(|n| connect_node(n, key.clone(), &me));
-    futures_util::future::join_all(connects)
-        .await
-        .into_iter()
-        .collect()
+    let who = credentials(args)?;
+    let connects = args.nodes.iter().map(|n| connect_node(n, &who));
+    let (mut found, mut missing) = (Vec::new(), Vec::new());
+    for (node, r) in args
+        .nodes
+        .iter()
+        .zip(futures_util::future::join_all(connects).await)
+    {
+        match r? {
+            Ok(b) => found.push(b),
+            Err(e) => {
+                eprintln!(
+                    "qbd-master: --node {node} did not answer ({e}). Starting without it if the \
+                     volume allows (it is admitted when it answers)"
+                );
+                missing.push(Missing::Tcp(node.clone()));
+            }
+        }
+    }
+    Ok((found, missing))
 }
 
+/// One node: a setup error stops the start; an unreachable node is the
+/// inner error.
 async fn connect_node(
     node: &str,
-    key: ClusterKey,
-    me: &str,
-) -> Result<Arc<dyn Backend>, VolumeError> {
+    who: &Credentials,
+) -> Result<Result<Arc<dyn Backend>, TransportError>, VolumeError> {
     crate::cli::parse_node(node).map_err(|e| setup(format!("--node: {e}")))?;
     let addr = tokio::net::lookup_host(node)
         .await
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| setup(format!("--node {node}: cannot resolve the address")))?;
-    let b = NodeBackend::connect_tcp(addr, key, me, TcpOptions::default())
-        .await
-        .map_err(|e| setup(format!("--node {node}: {e}")))?;
-    Ok(Arc::new(b))
+    match NodeBackend::connect_tcp(addr, who.key.clone(), &who.me, TcpOptions::default()).await {
+        Ok(b) => Ok(Ok(Arc::new(b))),
+        Err(e) if e.is_retryable() => Ok(Err(e)),
+        Err(e) => Err(setup(format!("--node {node}: {e}"))),
+    }
+}
+
+/// The cluster key and the name this master gives nodes.
+fn credentials(args: &Args) -> Result<Credentials, VolumeError> {
+    Ok(Credentials {
+        key: cluster_key(args)?,
+        me: format!("qbd-master {}", master_name()),
+    })
 }
 
 /// What the admin endpoint needs to reach a backend named in a request:

@@ -20,6 +20,12 @@ use super::{AllocBits, Volume, VolumeError};
 #[derive(Debug)]
 pub struct Health {
     failed: Vec<AtomicBool>,
+    /// Failed slots with no backend behind them yet (an [`Absent`] stand-in:
+    /// missing when the volume was opened); not probed until one is admitted
+    /// ([`super::admit`]).
+    ///
+    /// [`Absent`]: super::repair::absent::Absent
+    absent: Vec<AtomicBool>,
     stale: Vec<AllocBits>,
     /// Chunks written per slot since its last successful sync.
     unsynced: Vec<Mutex<HashSet<u64>>>,
@@ -31,6 +37,7 @@ impl Health {
     pub fn new(slots: usize, chunks: u64) -> Self {
         Health {
             failed: (0..slots).map(|_| AtomicBool::new(false)).collect(),
+            absent: (0..slots).map(|_| AtomicBool::new(false)).collect(),
             stale: (0..slots)
                 .map(|_| AllocBits::new(chunks, std::iter::empty()))
                 .collect(),
@@ -54,6 +61,22 @@ impl Health {
     /// Marks `slot` failed without a message (a backend absent at open).
     pub(super) fn set_failed(&self, slot: usize) {
         self.failed[slot].store(true, Ordering::Release);
+    }
+
+    /// Marks `slot` failed with no backend behind it (missing at open).
+    pub(super) fn set_absent(&self, slot: usize) {
+        self.set_failed(slot);
+        self.absent[slot].store(true, Ordering::Release);
+    }
+
+    /// A backend now stands in `slot` (it stays failed until readmitted).
+    pub(super) fn clear_absent(&self, slot: usize) {
+        self.absent[slot].store(false, Ordering::Release);
+    }
+
+    /// Is `slot` missing its backend since the volume was opened?
+    pub fn is_absent(&self, slot: usize) -> bool {
+        self.absent[slot].load(Ordering::Acquire)
     }
 
     pub(super) fn unfail(&self, slot: usize) {
@@ -84,6 +107,7 @@ impl Health {
             .collect();
         old.into_iter().for_each(|c| self.stale[slot].clear(c));
         self.take_unsynced(slot);
+        self.clear_absent(slot);
         self.unfail(slot);
     }
 

@@ -43,7 +43,9 @@ impl Volume {
             *schedule = vec![Backoff::fresh(now); self.backends.len()];
         }
         for (slot, b) in schedule.iter_mut().enumerate() {
-            if !self.health.is_failed(slot) {
+            // An absent slot has nothing to probe until a backend is
+            // admitted into it (`admit.rs`); then it is probed at once.
+            if !self.health.is_failed(slot) || self.health.is_absent(slot) {
                 *b = Backoff::fresh(now);
                 continue;
             }

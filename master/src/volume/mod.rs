@@ -18,12 +18,15 @@
 //!   this master stops serving it.
 //! - [`slot`]: placement slots whose backend `qbd repair --replace` can
 //!   swap while the volume serves.
+//! - [`admit`]: serving without backends that did not answer at open, and
+//!   taking them back when they do.
 //!
 //! Invariants: a chunk's allocation bit is set on every backend holding one
 //! of its parts before its first write; a write is acknowledged only after
 //! every part holds it; `flush` syncs every backend, covering all writes
 //! acknowledged before it started.
 
+pub mod admit;
 pub mod device;
 pub mod ec;
 pub mod error;

@@ -13,6 +13,7 @@ use qbd_core::placement::{BackendId, PlacementTable};
 use qbd_core::redundancy::Redundancy;
 use uuid::Uuid;
 
+use super::admit;
 use super::ec::Ec;
 use super::fence::Fence;
 use super::health::Health;
@@ -46,6 +47,15 @@ pub enum OpenMode {
     /// A master: create if absent, every backend of the table needed,
     /// take an epoch, recover (replay, reconcile, resync).
     Serve,
+    /// A master whose nodes may not all have answered (`unreached` of those
+    /// it was given did not): like `Serve`, but backends of the table that
+    /// were not reached stand in as unreachable (failed) slots if the others
+    /// are enough to serve every chunk (`admit.rs`); they are readmitted when
+    /// they answer. Creating a volume still needs every backend.
+    ServeDegraded {
+        /// How many of the given backends did not answer.
+        unreached: usize,
+    },
     /// `qbd repair` offline: the volume must exist; backends of the table
     /// that were not given stand in as unreachable (failed) slots; take an
     /// epoch, replay and reconcile, but leave the resync to `qbd repair`.
@@ -56,8 +66,26 @@ pub enum OpenMode {
 }
 
 impl OpenMode {
+    /// Do absent backends of the table stand in as failed slots?
     fn tolerant(self) -> bool {
         self != OpenMode::Serve
+    }
+
+    /// Does the volume serve (and so resync before its ready line)?
+    fn serves(self) -> bool {
+        matches!(self, OpenMode::Serve | OpenMode::ServeDegraded { .. })
+    }
+
+    /// Why this mode cannot create the volume, if it cannot.
+    fn cannot_create(self) -> Option<String> {
+        match self {
+            OpenMode::Serve | OpenMode::ServeDegraded { unreached: 0 } => None,
+            OpenMode::ServeDegraded { unreached } => Some(format!(
+                "{unreached} of the given backends did not answer; a volume is created only \
+                 with all of them"
+            )),
+            OpenMode::Repair | OpenMode::Inspect => Some("no given backend holds it".into()),
+        }
     }
 }
 
@@ -78,17 +106,29 @@ pub async fn open_volume_with(
     check_name(&req.name)?;
     check_distinct(&backends)?;
     let numbers = volume_numbers(&backends, &req.name).await?;
-    let meta = match numbers {
-        None if mode.tolerant() => {
+    let meta = match (numbers, mode.cannot_create()) {
+        (None, Some(why)) => {
             return Err(VolumeError::Setup(format!(
-                "unknown volume {:?}: no given backend holds it",
+                "unknown volume {:?}: {why}",
                 req.name
             )));
         }
-        None => create(&backends, req).await?,
-        Some(nr) => load(&backends, nr, req).await?,
+        (None, None) => create(&backends, req).await?,
+        (Some(nr), _) => load(&backends, nr, req).await?,
     };
     let (slots, absent) = bind_slots(&backends, &meta, mode.tolerant())?;
+    let degraded = matches!(mode, OpenMode::ServeDegraded { .. }) && !absent.is_empty();
+    if degraded {
+        let geo = meta.geometry()?;
+        let table = meta.placement()?;
+        admit::check_present(
+            &meta.name,
+            &table,
+            geo.redundancy,
+            geo.chunk_count(),
+            &absent,
+        )?;
+    }
     let mut alloc = None;
     for (_, b) in slots
         .iter()
@@ -120,7 +160,11 @@ pub async fn open_volume_with(
     let geo = meta.geometry()?;
     let map = alloc.ok_or_else(|| VolumeError::Setup("no backends".into()))?;
     let health = load_health(&slots, &absent, &meta, geo.chunk_count()).await?;
-    absent.iter().for_each(|&s| health.set_failed(s));
+    absent.iter().for_each(|&s| health.set_absent(s));
+    if degraded {
+        admit::check_stale(&meta.name, &meta.placement()?, geo.redundancy, &health)?;
+        announce_degraded(&meta, &absent);
+    }
     // Inspecting writes nothing, not even the master's state: its logs go
     // to a scratch directory removed once they are open.
     let scratch = (mode == OpenMode::Inspect).then(|| {
@@ -155,9 +199,23 @@ pub async fn open_volume_with(
         scheme: Scheme::new(Ec::for_geometry(&geo)?, journal)?,
     };
     if mode != OpenMode::Inspect {
-        recover(&volume, dirty, outstanding, mode == OpenMode::Serve).await?;
+        recover(&volume, dirty, outstanding, mode.serves()).await?;
     }
     Ok(volume)
+}
+
+/// Says once, at open, which backends the volume serves without.
+fn announce_degraded(meta: &VolumeMeta, absent: &[usize]) {
+    for &s in absent {
+        eprintln!(
+            "qbd-master: volume {:?} serves DEGRADED without backend {} (slot {s} of {}): it did \
+             not answer; its parts count as failed and the writes it misses are recorded in the \
+             degraded map until it answers, is readmitted and resynced",
+            meta.name,
+            meta.placement[s],
+            meta.placement.len()
+        );
+    }
 }
 
 /// The EC journal (none for replicated volumes) and what it holds to redo.

@@ -189,6 +189,13 @@ impl Segment {
             .stop_cleanly()
     }
 
+    /// Starts node `i` again on its data directory (same namespace, so the same MAC).
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} is still running");
+        let node = self.start_node(i);
+        self.nodes[i] = Some(node);
+    }
+
     fn start_node(&self, i: usize) -> L2Node {
         let id = format!("n{i}");
         let mut cmd = self.node_ns[i].command(&bins().node);

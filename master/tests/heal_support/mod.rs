@@ -1,5 +1,5 @@
-//! Helpers for `heal_nodes.rs`: heal after a crash, through real `qbd-master`, `qbd-node` and
-//! `qbd` processes and real NBD clients.
+//! Helpers for `heal_nodes.rs` and `start_degraded.rs`: heal after a crash, through real
+//! `qbd-master`, `qbd-node` and `qbd` processes and real NBD clients.
 //!
 //! - [`Rig`]: where the daemons run, so one scenario runs over TCP nodes ([`TcpRig`]) and over
 //!   L2 nodes in network namespaces ([`L2Rig`]) alike: how to start the master, how to run a
@@ -18,6 +18,8 @@
 //!   files, unknown to the degraded map (a lagging replica).
 //!
 //! Every wait is bounded; nothing sleeps in place of a signal.
+
+#![allow(dead_code)] // heal_nodes.rs and start_degraded.rs use different parts of it
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
