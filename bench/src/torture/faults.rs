@@ -53,6 +53,19 @@ impl Fault {
 pub struct Budget {
     /// The node that is down, and for how many more cycles.
     pub down: Option<(usize, u32)>,
+    /// A master may start with one node down: more than half the
+    /// placement stays (replicate:2 on two nodes cannot).
+    pub start_degraded: bool,
+}
+
+impl Budget {
+    /// The budget of a cluster of `nodes` nodes.
+    pub fn new(nodes: usize) -> Budget {
+        Budget {
+            down: None,
+            start_degraded: (nodes - 1) * 2 > nodes,
+        }
+    }
 }
 
 /// Picks the next fault for a cluster of `nodes` nodes (`l2`: on a segment
@@ -63,7 +76,9 @@ pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize, l2: bool) -> Fault
             return Fault::NodeReturn(node);
         }
         budget.down = Some((node, left - 1));
-        return match rng.weighted(&[45, 10, 10, 35]) {
+        let restart = if budget.start_degraded { 45 } else { 0 };
+        let rival = if budget.start_degraded { 10 } else { 0 };
+        return match rng.weighted(&[restart, 10, rival, 35]) {
             0 => Fault::MasterKill,
             1 => Fault::MasterStop,
             2 => Fault::SecondMaster,
@@ -90,7 +105,7 @@ mod tests {
     #[test]
     fn a_node_down_is_never_joined_by_another_node_fault() {
         let mut rng = Rng::new(3);
-        let mut budget = Budget::default();
+        let mut budget = Budget::new(6);
         for _ in 0..2000 {
             let f = pick(&mut rng, &mut budget, 6, true);
             let down = budget.down.map(|(n, _)| n);

@@ -116,7 +116,8 @@ struct Run {
     budget: Budget,
     /// A node holds damage no repair has seen yet.
     damaged: bool,
-    /// The master must restart before the check (a node came back, or was stopped).
+    /// The master must restart before the check (a node came back, or was
+    /// stopped, and the scheme cannot afford to wait for its readmission).
     restart_master: bool,
 }
 
@@ -137,7 +138,7 @@ impl Run {
             shared: Arc::clone(shared),
             rng: Rng::stream(seed, 0),
             seed,
-            budget: Budget::default(),
+            budget: Budget::new(cfg.nodes),
             damaged: false,
             restart_master: false,
         })
@@ -233,12 +234,12 @@ impl Run {
                 self.cluster.pause_node(i, true);
                 self.pause(1000, 4000);
                 self.cluster.pause_node(i, false);
-                self.restart_master = true;
+                self.restart_master = self.must_restart();
             }
             Fault::NodeReturn(i) => {
                 self.cluster.start_node(i)?;
                 self.budget.down = None;
-                self.restart_master = true;
+                self.restart_master = self.must_restart();
             }
             Fault::Damage(i, kind) => {
                 self.cluster.kill_node(i);
@@ -249,7 +250,7 @@ impl Run {
                 }
                 self.cluster.start_node(i)?;
                 self.damaged = true;
-                self.restart_master = true;
+                self.restart_master = self.must_restart();
             }
             Fault::SecondMaster => self.second_master(tally)?,
             Fault::Forge(i) => self.forge(i, tally)?,
@@ -268,6 +269,13 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// After a node came back: restart the master, or (half the time,
+    /// where the scheme survives a second node out meanwhile) leave it to
+    /// readmit the node by itself.
+    fn must_restart(&mut self) -> bool {
+        self.cluster.cfg.tolerance < 2 || self.rng.chance(50)
     }
 
     /// Starts a master on the other host. Exactly one may serve: if it
