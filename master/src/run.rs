@@ -22,6 +22,9 @@ use qbd_transport_l2::L2Link;
 /// Runs the master until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> Result<(), VolumeError> {
     let req = open_request(&args)?;
+    // The key file first: a bad one is refused before any backend is
+    // touched.
+    let reach = admin_reach(&args)?;
     let (backends, link) = all_backends(&args).await?;
     let volume = Arc::new(open_volume(backends, &req).await?);
     let mut listeners = Vec::new();
@@ -53,7 +56,6 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     let mut cfg = ExportConfig::new(req.name.clone());
     cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout);
     let server = Server::new(Arc::clone(&volume), cfg);
-    let reach = admin_reach(&args)?;
     // Handlers go in before the ready line: a SIGTERM right after it must
     // stop us gracefully, not kill us.
     let shutdown = shutdown_signal()?;
@@ -196,9 +198,7 @@ fn cluster_key(args: &Args) -> Result<ClusterKey, VolumeError> {
             "--node needs --cluster-key FILE (or --insecure, for tests)".into(),
         ));
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| setup(format!("cannot read {}: {e}", path.display())))?;
-    ClusterKey::from_hex(&text).map_err(|e| setup(format!("{}: {e}", path.display())))
+    ClusterKey::load(path).map_err(|e| setup(e.to_string()))
 }
 
 /// `host:pid`, as recorded in `.meta`.
