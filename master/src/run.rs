@@ -55,6 +55,7 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     ready.push_str(&format!(" admin={}", admin_path.display()));
     let mut cfg = ExportConfig::new(req.name.clone());
     cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout);
+    cfg.max_connections = args.max_connections as usize;
     let server = Server::new(Arc::clone(&volume), cfg);
     // Handlers go in before the ready line: a SIGTERM right after it must
     // stop us gracefully, not kill us.
