@@ -179,9 +179,7 @@ fn resolve(node: &str) -> Result<SocketAddr, String> {
 }
 
 fn read_key(file: &std::path::Path) -> Result<ClusterKey, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    ClusterKey::from_hex(&text).map_err(|e| format!("{}: {e}", file.display()))
+    ClusterKey::load(file).map_err(|e| e.to_string())
 }
 
 /// The MTU of `lo` (from sysfs), if readable.

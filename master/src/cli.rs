@@ -111,6 +111,15 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,
 
+    /// Most NBD connections served at once (each may hold up to ~64 MiB
+    /// of request buffers). Beyond it a client is refused during the
+    /// handshake: its options are answered NBD_REP_ERR_POLICY with the text
+    /// "too many connections" (qemu-img prints it; nbdinfo says "server
+    /// replied with error", the text under LIBNBD_DEBUG=1). A slot frees
+    /// when a served client disconnects.
+    #[arg(long, value_name = "N", default_value_t = crate::nbd::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// Demo: a 1G volume "demo", replicate:1 striped over three directories
     /// under $TMPDIR/qbd-demo (created if needed), state in
     /// $TMPDIR/qbd-demo/state. Other flags override.

@@ -24,6 +24,9 @@ use qbd_transport_l2::L2Link;
 /// Runs the master until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> Result<(), VolumeError> {
     let req = open_request(&args)?;
+    // The key file first: a bad one is refused before any backend is
+    // touched.
+    let reach = admin_reach(&args)?;
     let reached = all_backends(&args).await?;
     let link = reached.link.clone();
     // With nodes, some may not have answered: serve without them if the
@@ -63,8 +66,8 @@ pub async fn run(args: Args) -> Result<(), VolumeError> {
     ready.push_str(&format!(" admin={}", admin_path.display()));
     let mut cfg = ExportConfig::new(req.name.clone());
     cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout);
+    cfg.max_connections = args.max_connections as usize;
     let server = Server::new(Arc::clone(&volume), cfg);
-    let reach = admin_reach(&args)?;
     // Handlers go in before the ready line: a SIGTERM right after it must
     // stop us gracefully, not kill us.
     let shutdown = shutdown_signal()?;
@@ -267,9 +270,7 @@ fn cluster_key(args: &Args) -> Result<ClusterKey, VolumeError> {
             "--node needs --cluster-key FILE (or --insecure, for tests)".into(),
         ));
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| setup(format!("cannot read {}: {e}", path.display())))?;
-    ClusterKey::from_hex(&text).map_err(|e| setup(format!("{}: {e}", path.display())))
+    ClusterKey::load(path).map_err(|e| setup(e.to_string()))
 }
 
 /// `host:pid`, as recorded in `.meta`.

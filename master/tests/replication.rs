@@ -361,3 +361,62 @@ async fn a_deleted_part_is_rebuilt_without_failing_its_backend() {
     let v = c.open_reading_only_from(1).await;
     assert_eq!(v.read(0, 4 * CHUNK as u32).await.unwrap(), model);
 }
+
+/// Reads of a `replicate:2` volume on two backends, counted per backend.
+fn reads_per_backend(faults: &[Arc<FaultBackend>]) -> Vec<usize> {
+    use qbd_core::backend::fault::Event;
+    faults
+        .iter()
+        .map(|f| {
+            let e = f.events();
+            e.iter().filter(|e| matches!(e, Event::Read { .. })).count()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reads_spread_over_both_replicas() {
+    let c = Cluster::new(2, 2, 1 << 20);
+    let data = pattern(4 * CHUNK as usize, 3);
+    let (v, faults) = c.open(false).await;
+    v.write(0, data.clone(), false).await.unwrap();
+    v.flush().await.unwrap();
+    let before = reads_per_backend(&faults);
+    // Whole-volume reads, and many reads of one block of one chunk.
+    for _ in 0..10 {
+        assert_eq!(v.read(0, data.len() as u32).await.unwrap(), data);
+    }
+    for _ in 0..100 {
+        let got = v.read(BLOCK, BLOCK as u32).await.unwrap();
+        assert_eq!(got, data[BLOCK as usize..2 * BLOCK as usize]);
+    }
+    let after = reads_per_backend(&faults);
+    let served: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let total: usize = served.iter().sum();
+    assert!(total >= 140, "{served:?}");
+    for (i, n) in served.iter().enumerate() {
+        assert!(
+            *n * 3 >= total,
+            "backend {i} served {n} of {total} reads: {served:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_one_replica_failed_every_read_goes_to_the_other() {
+    let c = Cluster::new(2, 2, 1 << 20);
+    let data = pattern(2 * CHUNK as usize, 5);
+    let (v, faults) = c.open(false).await;
+    v.write(0, data.clone(), false).await.unwrap();
+    v.flush().await.unwrap();
+    faults[1].add_rule(Rule {
+        op: OpKind::Read,
+        chunk: None,
+        block: None,
+        action: Action::Fail,
+        times: None,
+    });
+    for _ in 0..20 {
+        assert_eq!(v.read(0, data.len() as u32).await.unwrap(), data);
+    }
+}

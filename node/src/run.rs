@@ -125,16 +125,7 @@ fn setup(msg: String) -> NodeError {
 /// The key from `--cluster-key`, or the insecure key with `--insecure`.
 fn cluster_key(args: &Args) -> Result<ClusterKey, NodeError> {
     match (&args.cluster_key, args.insecure) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| setup(format!("cannot read {}: {e}", path.display())))?;
-            ClusterKey::from_hex(&text).map_err(|e| {
-                setup(format!(
-                    "{}: {e} (make one with `qbd keygen`)",
-                    path.display()
-                ))
-            })
-        }
+        (Some(path), _) => ClusterKey::load(path).map_err(|e| setup(e.to_string())),
         (None, true) => {
             eprintln!(
                 "qbd-node: WARNING: --insecure: no cluster key, anyone who can reach this \

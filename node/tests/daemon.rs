@@ -105,6 +105,36 @@ fn refuses_a_malformed_key_file() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Key files that are not 64 hex digits: multi-byte UTF-8 (64 bytes, so a
+/// byte-offset slicer would cut a character), invalid UTF-8, empty, short.
+const BAD_KEYS: [&[u8]; 5] = [
+    "é0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd".as_bytes(),
+    b"\xff\xfe0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab",
+    b"",
+    b"abcd\n",
+    "ключ ключ\n".as_bytes(),
+];
+
+#[test]
+fn key_files_of_any_bytes_are_refused_clearly_without_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("cluster.key");
+    for bytes in BAD_KEYS {
+        std::fs::write(&key, bytes).expect("write key");
+        let out = node(dir.path(), &["--cluster-key", key.to_str().expect("utf-8")])
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bytes:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("cluster key file") && err.contains("cluster.key"),
+            "{err}"
+        );
+        assert!(err.contains("hexadecimal"), "{err}");
+    }
+}
+
 #[test]
 fn serves_with_a_key_file_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -155,10 +155,7 @@ fn cluster_key(args: &BackendArgs) -> Result<ClusterKey, BackendsError> {
             "nodes need --cluster-key FILE (or --insecure, for tests)".into(),
         ));
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BackendsError::ClusterKey(format!("cannot read {}: {e}", path.display())))?;
-    ClusterKey::from_hex(&text)
-        .map_err(|e| BackendsError::ClusterKey(format!("{}: {e}", path.display())))
+    ClusterKey::load(path).map_err(|e| BackendsError::ClusterKey(e.to_string()))
 }
 
 fn tcp_options(args: &BackendArgs) -> TcpOptions {

@@ -1,5 +1,5 @@
 //! `qbd keygen`: a fresh cluster key, 32 random bytes as 64 lowercase hex
-//! characters (the format `ClusterKey::from_hex` reads).
+//! characters (the format `ClusterKey::load` reads).
 
 use qbd_core::proto::ClusterKey;
 

@@ -3,6 +3,7 @@
 //!
 //! - [`msg`]: requests and responses, with encode/decode (pure, no I/O).
 //! - [`frame`]: the frame header and the MAC trailer.
+//! - [`key`]: the cluster key and its file.
 //! - [`session`]: the handshake (nonces from both sides, per-session keys
 //!   derived from the cluster key), sealing and opening frames (MAC,
 //!   sequence numbers that reject replays).
@@ -10,8 +11,11 @@
 //! Transports move frames; they never look inside payloads.
 
 pub mod frame;
+pub mod key;
 pub mod msg;
 pub mod session;
+
+pub use key::{ClusterKey, KeyError, KeyFileError};
 
 /// Errors of the protocol layer. All are the peer's fault except `Io`.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -46,55 +50,5 @@ impl ProtoError {
             what,
             why: why.into(),
         }
-    }
-}
-
-/// A cluster key: 32 bytes, written as 64 hex characters in its file.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClusterKey(pub [u8; 32]);
-
-impl std::fmt::Debug for ClusterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClusterKey(..)")
-    }
-}
-
-impl ClusterKey {
-    /// The all-zero key used with `--insecure` (authenticates nothing).
-    pub const INSECURE: ClusterKey = ClusterKey([0; 32]);
-
-    /// Parses 64 hex characters (surrounding whitespace allowed).
-    pub fn from_hex(text: &str) -> Result<Self, ProtoError> {
-        let t = text.trim();
-        if t.len() != 64 {
-            return Err(ProtoError::malformed(
-                "cluster key",
-                format!("{} characters, expected 64 hex", t.len()),
-            ));
-        }
-        let mut k = [0u8; 32];
-        for (i, byte) in k.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&t[i * 2..i * 2 + 2], 16)
-                .map_err(|_| ProtoError::malformed("cluster key", "not hexadecimal"))?;
-        }
-        Ok(ClusterKey(k))
-    }
-
-    /// 64 lowercase hex characters.
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_hex_round_trip_and_rejects() {
-        let k = ClusterKey(core::array::from_fn(|i| i as u8 * 7));
-        assert_eq!(ClusterKey::from_hex(&format!(" {}\n", k.to_hex())), Ok(k));
-        assert!(ClusterKey::from_hex("abcd").is_err());
-        assert!(ClusterKey::from_hex(&"zz".repeat(32)).is_err());
     }
 }

@@ -137,6 +137,9 @@ pub struct Negotiation<'a> {
     fixed: bool,
     no_zeroes: bool,
     structured: bool,
+    /// Set when the server will not serve this client (too many
+    /// connections): every option is answered `ERR_POLICY` with this text.
+    refusal: Option<String>,
 }
 
 impl<'a> Negotiation<'a> {
@@ -150,11 +153,24 @@ impl<'a> Negotiation<'a> {
             fixed: flags & client_flags::FIXED_NEWSTYLE != 0,
             no_zeroes: flags & client_flags::NO_ZEROES != 0,
             structured: false,
+            refusal: None,
         })
+    }
+
+    /// Refuses the client, telling it `why`: `ABORT` is acknowledged,
+    /// `EXPORT_NAME` (which has no error reply) disconnects, every other
+    /// option is answered `ERR_POLICY` with `why` as its message, which
+    /// clients show.
+    pub fn refusing(mut self, why: impl Into<String>) -> Self {
+        self.refusal = Some(why.into());
+        self
     }
 
     /// Handles one option whose data is `data`, appending replies to `out`.
     pub fn handle_option(&mut self, option: u32, data: &[u8], out: &mut Vec<u8>) -> Step {
+        if let Some(why) = &self.refusal {
+            return refuse(option, why, out);
+        }
         if option == opt::EXPORT_NAME {
             return self.export_name(data, out);
         }
@@ -179,6 +195,9 @@ impl<'a> Negotiation<'a> {
     /// Handles an option whose data (longer than [`MAX_OPTION_LEN`]) the
     /// driver skipped.
     pub fn handle_oversized(&mut self, option: u32, len: u32, out: &mut Vec<u8>) -> Step {
+        if let Some(why) = &self.refusal {
+            return refuse(option, why, out);
+        }
         if option == opt::EXPORT_NAME || !self.fixed {
             // No way to report an error: hard disconnect.
             return Step::Disconnect(Error::OptionTooLong(len));
@@ -298,6 +317,21 @@ impl<'a> Negotiation<'a> {
     }
 }
 
+/// The answer to `option` from a refused client.
+fn refuse(option: u32, why: &str, out: &mut Vec<u8>) -> Step {
+    match option {
+        opt::ABORT => {
+            wire::encode_option_reply(out, option, rep::ACK, &[]);
+            Step::Abort
+        }
+        opt::EXPORT_NAME => Step::Disconnect(Error::Refused(why.into())),
+        _ => {
+            error(out, option, rep::ERR_POLICY, why);
+            Step::Continue
+        }
+    }
+}
+
 fn error(out: &mut Vec<u8>, option: u32, reply_type: u32, msg: &str) {
     wire::encode_option_reply(out, option, reply_type, msg.as_bytes());
 }
@@ -314,11 +348,30 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    negotiate_as(r, w, export, None).await
+}
+
+/// [`negotiate`], refusing the client with the message `refusal` if given
+/// ([`Negotiation::refusing`]): it then never enters transmission and ends
+/// with `Error::Refused`, or `Ok(None)` if it aborts.
+pub async fn negotiate_as<R, W>(
+    r: &mut R,
+    w: &mut W,
+    export: &Export,
+    refusal: Option<&str>,
+) -> Result<Option<Negotiated>, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     w.write_all(&wire::encode_greeting(HANDSHAKE_FLAGS)).await?;
     w.flush().await?;
     let mut flags = [0; 4];
     r.read_exact(&mut flags).await?;
     let mut neg = Negotiation::new(export, u32::from_be_bytes(flags))?;
+    if let Some(why) = refusal {
+        neg = neg.refusing(why);
+    }
     let (mut data, mut out) = (Vec::new(), Vec::new());
     loop {
         let mut hdr = [0; OptionHeader::LEN];
@@ -474,6 +527,38 @@ mod tests {
             n.handle_option(opt::GO, &go_data(b"vol", &[7]), &mut out),
             Step::Transmission(_)
         ));
+    }
+
+    #[test]
+    fn a_refused_client_gets_policy_errors_and_never_transmission() {
+        let e = export();
+        let mut n = Negotiation::new(&e, FIXED)
+            .expect("flags")
+            .refusing("too many");
+        for (o, data) in [
+            (opt::GO, go_data(b"vol", &[])),
+            (opt::INFO, go_data(b"vol", &[])),
+            (opt::LIST, Vec::new()),
+            (opt::STRUCTURED_REPLY, Vec::new()),
+            (999, b"x".to_vec()),
+        ] {
+            let mut out = Vec::new();
+            assert!(matches!(
+                n.handle_option(o, &data, &mut out),
+                Step::Continue
+            ));
+            let r = replies(&out);
+            assert_eq!((r.len(), r[0].0, r[0].1), (1, o, rep::ERR_POLICY));
+            assert_eq!(r[0].2, b"too many");
+        }
+        let mut out = Vec::new();
+        let step = n.handle_option(opt::EXPORT_NAME, b"vol", &mut out);
+        assert!(matches!(step, Step::Disconnect(Error::Refused(_))) && out.is_empty());
+        assert!(matches!(
+            n.handle_option(opt::ABORT, &[], &mut out),
+            Step::Abort
+        ));
+        assert_eq!(replies(&out)[0].1, rep::ACK);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - [`handshake`]: fixed-newstyle option haggling as a sans-IO state
 //!   machine plus a small async driver.
 //! - `conn`: the transmission phase of one connection (tokio).
-//! - `server`: listeners, connection tasks, graceful shutdown.
+//! - `server`: listeners, connection tasks, the connection limit, graceful
+//!   shutdown.
 //! - [`memdev`]: an in-memory device for tests and demos.
 //!
 //! Supported: `OPT_EXPORT_NAME`, `ABORT`, `LIST`, `INFO`, `GO`,
@@ -47,15 +48,25 @@ pub struct ExportConfig {
     pub description: Option<String>,
     /// A client that has not finished the handshake by then is dropped.
     pub handshake_timeout: Duration,
+    /// Most connections served at once; the next ones are refused during
+    /// the handshake (see `server`).
+    pub max_connections: usize,
 }
 
+/// The default of [`ExportConfig::max_connections`]: each connection may
+/// hold up to ~64 MiB of request buffers, so 64 of them bound the
+/// master's buffers to about 4 GiB.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+
 impl ExportConfig {
-    /// An export named `name` with the default handshake timeout (10 s).
+    /// An export named `name` with the default handshake timeout (10 s)
+    /// and connection limit ([`DEFAULT_MAX_CONNECTIONS`]).
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             description: None,
             handshake_timeout: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
         }
     }
 }
@@ -87,6 +98,9 @@ pub enum Error {
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// The server was serving its most connections: this one was refused.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl Error {

@@ -7,6 +7,14 @@
 //! transmission stop reading, finish and answer their in-flight requests,
 //! then close. Every task holds a clone of a completion `mpsc::Sender`;
 //! `run` returns when all of them are gone.
+//!
+//! Connections are bounded: each served one holds a permit of a semaphore
+//! of `max_connections` from accept to close. A client accepted while none
+//! is free is refused during the handshake (its options answered
+//! `NBD_REP_ERR_POLICY` "too many connections", which clients report),
+//! with a small buffer and the handshake timeout; as many refusals run at
+//! once, beyond that a client is closed at once. Either way the master
+//! logs one line.
 
 use std::future::Future;
 use std::io;
@@ -15,13 +23,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use super::handshake::{Export, negotiate};
+use super::handshake::{Export, negotiate_as};
 use super::{Error, ExportConfig, conn};
 use crate::device::BlockDevice;
 
 const READ_BUFFER: usize = 128 << 10;
+/// Read buffer of a refused client (it only sends option headers).
+const REFUSED_BUFFER: usize = 1 << 10;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A socket the server accepts NBD clients on.
@@ -52,12 +62,40 @@ impl Listener {
 pub struct Server<D: BlockDevice> {
     device: Arc<D>,
     cfg: ExportConfig,
+    /// One permit per connection served.
+    served: Arc<Semaphore>,
+    /// One permit per connection being refused.
+    refusing: Arc<Semaphore>,
 }
 
 impl<D: BlockDevice> Server<D> {
     /// A server for `device`, offered as the export `cfg` describes.
     pub fn new(device: Arc<D>, cfg: ExportConfig) -> Self {
-        Self { device, cfg }
+        let max = cfg.max_connections.max(1);
+        Self {
+            device,
+            cfg,
+            served: Arc::new(Semaphore::new(max)),
+            refusing: Arc::new(Semaphore::new(max)),
+        }
+    }
+
+    /// A permit to serve a client, else to refuse it (`Err(Some)`), else
+    /// none (`Err(None)`: close it at once).
+    fn admit(&self) -> Result<OwnedSemaphorePermit, Option<OwnedSemaphorePermit>> {
+        match Arc::clone(&self.served).try_acquire_owned() {
+            Ok(p) => Ok(p),
+            Err(_) => Err(Arc::clone(&self.refusing).try_acquire_owned().ok()),
+        }
+    }
+
+    /// Why a client is refused.
+    fn refusal(&self) -> String {
+        format!(
+            "too many connections: this server serves at most {} at once \
+             (qbd-master --max-connections); try again later",
+            self.cfg.max_connections.max(1)
+        )
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, drops
@@ -120,11 +158,11 @@ async fn accept_loop<D: BlockDevice>(
             Ok(Stream::Tcp(sock, peer)) => {
                 let _ = sock.set_nodelay(true);
                 let (r, w) = sock.into_split();
-                tokio::spawn(connection(s, r, w, peer, stop, done));
+                admit(s, r, w, peer, stop, done);
             }
             Ok(Stream::Unix(sock)) => {
                 let (r, w) = sock.into_split();
-                tokio::spawn(connection(s, r, w, "unix socket".into(), stop, done));
+                admit(s, r, w, "unix socket".into(), stop, done);
             }
             Err(e) => {
                 eprintln!("qbd-master: nbd: accept failed: {e}");
@@ -138,8 +176,64 @@ async fn accept_loop<D: BlockDevice>(
     }
 }
 
+/// Spawns the task of a client just accepted: served if a connection
+/// permit is free, else refused (or closed at once if even the refusals
+/// are at their bound).
+fn admit<D, R, W>(
+    server: Arc<Server<D>>,
+    r: R,
+    w: W,
+    peer: String,
+    stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) where
+    D: BlockDevice,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    match server.admit() {
+        Ok(permit) => {
+            tokio::spawn(connection(server, r, w, peer, stop, done, permit));
+        }
+        Err(Some(permit)) => {
+            tokio::spawn(refuse(server, r, w, peer, stop, done, permit));
+        }
+        Err(None) => {
+            let e = Error::Refused(server.refusal());
+            log(&peer, "accept (closed at once)", &e);
+        }
+    }
+}
+
+/// One client beyond the limit: the handshake with every option refused,
+/// until the client gives up (or the timeout, or shutdown).
+async fn refuse<D, R, W>(
+    server: Arc<Server<D>>,
+    r: R,
+    mut w: W,
+    peer: String,
+    mut stop: watch::Receiver<bool>,
+    _done: mpsc::Sender<()>,
+    _permit: OwnedSemaphorePermit,
+) where
+    D: BlockDevice,
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let export = server.export();
+    let why = server.refusal();
+    eprintln!("qbd-master: nbd client {peer}: refused: {why}");
+    let mut r = BufReader::with_capacity(REFUSED_BUFFER, r);
+    let talk = negotiate_as(&mut r, &mut w, &export, Some(&why));
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = tokio::time::timeout(server.cfg.handshake_timeout, talk) => {}
+    }
+}
+
 /// One client: handshake (bounded in time, abandoned on shutdown), then
-/// transmission. Logs one line if the client is dropped for a reason.
+/// transmission. Logs one line if the client is dropped for a reason. The
+/// connection permit is released when it ends.
 async fn connection<D, R, W>(
     server: Arc<Server<D>>,
     r: R,
@@ -147,6 +241,7 @@ async fn connection<D, R, W>(
     peer: String,
     mut stop: watch::Receiver<bool>,
     _done: mpsc::Sender<()>,
+    _permit: OwnedSemaphorePermit,
 ) where
     D: BlockDevice,
     R: AsyncRead + Unpin + Send,
@@ -157,7 +252,7 @@ async fn connection<D, R, W>(
     let timeout = server.cfg.handshake_timeout;
     let handshake = tokio::select! {
         _ = stop.wait_for(|s| *s) => return,
-        h = tokio::time::timeout(timeout, negotiate(&mut r, &mut w, &export)) => h,
+        h = tokio::time::timeout(timeout, negotiate_as(&mut r, &mut w, &export, None)) => h,
     };
     let negotiated = match handshake {
         Ok(Ok(Some(n))) => n,

@@ -79,6 +79,9 @@ pub struct Volume {
     intent: intent::IntentLog,
     /// Replication or erasure coding, chosen once at open.
     scheme: Scheme,
+    /// Turns of replicated reads: each read starts at the next copy, so
+    /// reads spread over every healthy replica.
+    read_turn: std::sync::atomic::AtomicUsize,
 }
 
 /// How a volume keeps redundancy, chosen once at open. Each scheme has its

@@ -197,6 +197,7 @@ pub async fn open_volume_with(
         health,
         intent,
         scheme: Scheme::new(Ec::for_geometry(&geo)?, journal)?,
+        read_turn: Default::default(),
     };
     if mode != OpenMode::Inspect {
         recover(&volume, dirty, outstanding, mode.serves()).await?;

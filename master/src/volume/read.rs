@@ -1,7 +1,8 @@
 //! Reads: one verified copy per block, from the chunk's usable parts.
 //!
-//! Parts are tried in turn (starting at `chunk mod parts`, to spread load),
-//! skipping failed backends and stale parts. A block that fails its checks
+//! Parts are tried in turn, skipping failed backends and stale parts; each
+//! read starts one copy further than the last (a per-volume turn), so
+//! reads spread evenly over the healthy replicas. A block that fails its checks
 //! on one part is served from another and the bad copy is rewritten with the
 //! good one (read repair: a heal, [`super::heal`], under the read's range
 //! lock, so no write can interleave). A part that is missing or unusable as a file is
@@ -45,7 +46,13 @@ impl Volume {
             });
         }
         let parts = self.geo.redundancy.parts();
-        let start = (s.chunk % parts as u64) as usize;
+        // Why a turn and not `chunk mod parts`: placement puts part p of
+        // chunk c on slot (c + p) mod N, so with N = parts that start is
+        // slot 0 for every chunk: one backend served every read.
+        let turn = self
+            .read_turn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = (s.chunk as usize).wrapping_add(turn) % parts;
         // Allocated once a copy is not good throughout (the slow path).
         let mut data = Vec::new();
         let mut states: Vec<Option<BlockState>> = Vec::new();

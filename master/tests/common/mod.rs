@@ -240,6 +240,11 @@ pub struct Master {
 }
 
 impl Master {
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts a server with `args`; panics (with its stderr) unless it becomes ready.
     pub fn start(args: &[String]) -> Master {
         Master::try_start(args).unwrap_or_else(|e| panic!("server did not start: {e}"))

@@ -125,6 +125,20 @@ impl Client {
         export: &str,
         haggle: impl FnOnce(&mut TcpStream),
     ) -> Client {
+        Client::try_connect_after(addr, export, haggle).expect("EXPORT_NAME reply (size and flags)")
+    }
+
+    /// Like [`Client::connect`], but a server that closes the connection instead of answering
+    /// NBD_OPT_EXPORT_NAME (an unknown export, a refused client) is an error.
+    pub fn try_connect(addr: SocketAddr, export: &str) -> io::Result<Client> {
+        Client::try_connect_after(addr, export, |_| {})
+    }
+
+    fn try_connect_after(
+        addr: SocketAddr,
+        export: &str,
+        haggle: impl FnOnce(&mut TcpStream),
+    ) -> io::Result<Client> {
         let mut stream = connect(addr);
         let server_flags = read_greeting(&mut stream);
         let no_zeroes = server_flags & FLAG_NO_ZEROES != 0;
@@ -138,17 +152,15 @@ impl Client {
         msg.extend_from_slice(export.as_bytes());
         stream.write_all(&msg).expect("send EXPORT_NAME");
         let mut reply = vec![0u8; if no_zeroes { 10 } else { 134 }];
-        stream
-            .read_exact(&mut reply)
-            .expect("EXPORT_NAME reply (size and flags)");
+        stream.read_exact(&mut reply)?;
         let size = u64::from_be_bytes(reply[0..8].try_into().expect("8"));
         let transmission_flags = u16::from_be_bytes([reply[8], reply[9]]);
-        Client {
+        Ok(Client {
             stream,
             size,
             transmission_flags,
             next_handle: 1,
-        }
+        })
     }
 
     /// Sends one request header; returns its handle.

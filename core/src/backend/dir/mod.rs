@@ -6,19 +6,25 @@
 //! `<nr>/.lock`; a second master fails to open the volume.
 //!
 //! I/O runs inline on the calling thread (pread/pwrite; page-cache fast on
-//! local disks and tmpfs). The data path lives in [`part_io`]; what
+//! local disks and tmpfs). Part files are opened on demand and kept in a
+//! bounded cache ([`handles`]): the least recently used are closed, after
+//! an `fdatasync` if they hold writes not yet synced. The data path lives in [`part_io`]; what
 //! `qbd verify` reads (names and sizes, and the deep scan of a part) in
 //! [`listing`] and [`scan`], read-only and without opening the volume.
 
+#[cfg(test)]
+mod handle_tests;
+mod handles;
 pub mod listing;
 mod part_io;
 pub mod scan;
 mod stale;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use super::{
     Backend, BackendError, BackendResult, BlockWrite, BoxFut, PartId, PartRead, RawBlock,
@@ -43,6 +49,9 @@ pub struct DirBackend {
     root: PathBuf,
     id: BackendId,
     vol: OnceLock<OpenVolume>,
+    /// A fixed bound on open part files, instead of a share of the
+    /// process-wide budget ([`handles`]).
+    handle_limit: Option<usize>,
 }
 
 /// The open volume's state.
@@ -52,9 +61,19 @@ struct OpenVolume {
     meta: VolumeMeta,
     layout: PartLayout,
     _lock: File,
-    files: RwLock<HashMap<PartId, Arc<part_io::PartFile>>>,
+    /// Open part files, a bounded number ([`handles`]).
+    files: handles::HandleCache<PartId, part_io::PartFile>,
     alloc: Mutex<AllocState>,
-    dirty: Mutex<HashSet<PartId>>,
+    /// Parts written since their last `fdatasync`, each with the sequence
+    /// number of its latest marking: an evicted handle's sync clears the
+    /// mark only if no write marked the part again meanwhile.
+    dirty: Mutex<HashMap<PartId, u64>>,
+    /// Source of the sequence numbers in `dirty`.
+    dirty_seq: AtomicU64,
+    /// A failed `fdatasync` of an evicted handle, reported by the next
+    /// sync (after a failed fdatasync the kernel may mark the pages clean,
+    /// so a later one on another descriptor could succeed and hide it).
+    evict_error: Mutex<Option<BackendError>>,
     /// Held by a sync from taking the dirty parts until their `fdatasync`s
     /// have returned: a sync that finds a part already taken by another
     /// one still in flight must not return before that one does (a FLUSH
@@ -122,6 +141,7 @@ impl DirBackend {
             root,
             id,
             vol: OnceLock::new(),
+            handle_limit: None,
         })
     }
 
@@ -144,7 +164,16 @@ impl DirBackend {
             root,
             id: f.id,
             vol: OnceLock::new(),
+            handle_limit: None,
         })
+    }
+
+    /// Keeps at most `n` part files open (at least one) rather than a
+    /// share of the process-wide budget; takes effect when a volume is
+    /// opened.
+    pub fn with_handle_limit(mut self, n: usize) -> Self {
+        self.handle_limit = Some(n);
+        self
     }
 
     /// The root directory.
@@ -207,9 +236,7 @@ impl DirBackend {
             // are synced, then every cached handle is dropped, so each part
             // file is found and checked again by its path.
             self.sync_parts(None)?;
-            if let Ok(mut files) = open.files.write() {
-                files.clear();
-            }
+            open.files.clear();
             let map = open
                 .alloc
                 .lock()
@@ -250,12 +277,17 @@ impl DirBackend {
             dir,
             meta,
             _lock: lock,
-            files: RwLock::new(HashMap::new()),
+            files: match self.handle_limit {
+                Some(n) => handles::HandleCache::with_cap(n),
+                None => handles::HandleCache::shared(),
+            },
             alloc: Mutex::new(AllocState {
                 file,
                 map: decoded.map.clone(),
             }),
-            dirty: Mutex::new(HashSet::new()),
+            dirty: Mutex::new(HashMap::new()),
+            dirty_seq: AtomicU64::new(0),
+            evict_error: Mutex::new(None),
             syncing: Mutex::new(()),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             stale: Mutex::new(HashMap::new()),

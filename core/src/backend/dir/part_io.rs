@@ -22,6 +22,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{FallocateFlags, fallocate};
@@ -47,7 +48,7 @@ use crate::proto::msg::VouchedState;
 /// opened again (a re-open, a later LRU) finds the same bitmap.
 #[derive(Debug)]
 pub(super) struct PartFile {
-    file: File,
+    pub(super) file: File,
     groups: Mutex<GroupMap>,
 }
 
@@ -83,8 +84,11 @@ impl DirBackend {
     }
 
     /// Opens (or finds cached) the file of `part`, checking header and size.
+    /// The caller holds the part's stripe lock (shared or exclusive): a
+    /// handle is opened, and its bitmap read, only while no write of the
+    /// part can change the bitmap.
     fn handle(&self, v: &OpenVolume, part: PartId) -> BackendResult<Handle> {
-        if let Some(f) = v.files.read().ok().and_then(|m| m.get(&part).cloned()) {
+        if let Some(f) = v.files.get(part) {
             return Ok(Handle::Open(f));
         }
         let path = self.part_path(v.meta.number, part);
@@ -107,16 +111,55 @@ impl DirBackend {
             Err(e) => return Err(CoreError::io("open", &path, e).into()),
         };
         let groups = self.check_file(v, part, &file)?;
-        let mut pf = Arc::new(PartFile {
+        let pf = Arc::new(PartFile {
             file,
             groups: Mutex::new(groups),
         });
-        if let Ok(mut m) = v.files.write() {
-            // Why keep an entry already there: two readers may open the
-            // file at once; every user must share one bitmap.
-            pf = m.entry(part).or_insert(pf).clone();
-        }
+        // Why the cached one wins: two readers may open the file at once;
+        // every user must share one bitmap.
+        let (pf, evicted) = v.files.insert(part, pf);
+        self.settle_evicted(v, evicted);
         Ok(Handle::Open(pf))
+    }
+
+    /// Closes evicted handles (by dropping the cache's reference; a user
+    /// in flight keeps its own). A dirty part is synced first, so what
+    /// its writes owe the next FLUSH is paid now: its mark is cleared only
+    /// if no write marked it again since (see `dirty_seq`), and while the
+    /// `fdatasync` runs the part is still marked, so a concurrent FLUSH
+    /// syncs it itself rather than return early. A failure is kept for the
+    /// next sync to report.
+    fn settle_evicted(&self, v: &OpenVolume, evicted: Vec<(PartId, Arc<PartFile>)>) {
+        for (part, pf) in evicted {
+            let Some(seq) = v.dirty.lock().ok().and_then(|d| d.get(&part).copied()) else {
+                continue;
+            };
+            match pf.file.sync_data() {
+                Ok(()) => {
+                    if let Ok(mut d) = v.dirty.lock()
+                        && d.get(&part) == Some(&seq)
+                    {
+                        d.remove(&part);
+                    }
+                }
+                Err(e) => {
+                    let path = self.part_path(v.meta.number, part);
+                    let err = CoreError::io("fsync (closing an idle part file)", path, e);
+                    if let Ok(mut slot) = v.evict_error.lock() {
+                        slot.get_or_insert(err.into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks `part` as written since its last `fdatasync` (after the
+    /// writes, so a concurrent sync either covers them or leaves the mark).
+    fn mark_dirty(v: &OpenVolume, part: PartId) {
+        let seq = v.dirty_seq.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut d) = v.dirty.lock() {
+            d.insert(part, seq);
+        }
     }
 
     /// Checks header and size; returns the record-group bitmap.
@@ -376,9 +419,7 @@ impl DirBackend {
         self.write_data(v, file, &w, |i| mask[i])?;
         file.write_all_at(&recs, v.layout.record_offset(w.first))
             .map_err(|e| CoreError::io("write meta", self.part_path(v.meta.number, w.part), e))?;
-        if let Ok(mut d) = v.dirty.lock() {
-            d.insert(w.part);
-        }
+        Self::mark_dirty(v, w.part);
         Ok(out)
     }
 
@@ -453,9 +494,7 @@ impl DirBackend {
             .map_err(|_| CoreError::InvalidSetting("allocation map lock poisoned".into()))?;
         let _exclusive = v.write_part(part);
         self.create_part_file(v, part)?;
-        if let Ok(mut files) = v.files.write() {
-            files.remove(&part);
-        }
+        v.files.remove(part);
         if let Ok(mut d) = v.dirty.lock() {
             d.remove(&part);
         }
@@ -514,28 +553,43 @@ impl DirBackend {
                 return Err(CoreError::InvalidSetting("dirty set poisoned".into()).into());
             };
             match parts {
-                None => dirty.drain().collect(),
-                Some(p) => p.into_iter().filter(|x| dirty.remove(x)).collect(),
+                None => dirty.drain().map(|(p, _)| p).collect(),
+                Some(p) => p
+                    .into_iter()
+                    .filter(|x| dirty.remove(x).is_some())
+                    .collect(),
             }
         };
         for (i, part) in todo.iter().enumerate() {
-            // A handle dropped since the write (a re-open) is found again
-            // by its path; a file deleted meanwhile has nothing to sync.
-            let pf = match v.files.read().ok().and_then(|m| m.get(part).cloned()) {
-                Some(f) => f,
-                None => match self.handle(v, *part) {
-                    Ok(Handle::Open(f)) => f,
-                    _ => continue,
-                },
-            };
-            if let Err(e) = pf.file.sync_data() {
-                if let Ok(mut dirty) = v.dirty.lock() {
-                    dirty.extend(todo[i..].iter().copied());
+            if let Err(e) = self.sync_one(v, *part) {
+                for p in &todo[i..] {
+                    Self::mark_dirty(v, *p);
                 }
-                return Err(CoreError::io("fsync", self.part_path(v.meta.number, *part), e).into());
+                return Err(e);
             }
         }
-        Ok(())
+        match v.evict_error.lock().ok().and_then(|mut e| e.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// `fdatasync` of one part: through its cached handle, or else a
+    /// descriptor opened for the purpose and closed at once (not cached:
+    /// it carries no bitmap, and no stripe lock is held here). The kernel
+    /// syncs the file's dirty pages whichever descriptor wrote them; a
+    /// file deleted meanwhile has nothing to sync.
+    fn sync_one(&self, v: &OpenVolume, part: PartId) -> BackendResult<()> {
+        let path = self.part_path(v.meta.number, part);
+        let res = match v.files.peek(part) {
+            Some(pf) => pf.file.sync_data(),
+            None => match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(f) => f.sync_data(),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            },
+        };
+        res.map_err(|e| CoreError::io("fsync", path, e).into())
     }
 
     /// The stored bytes of one block, unchecked. At this interface an
@@ -603,9 +657,7 @@ impl DirBackend {
                 .write_all_at(&r, v.layout.record_offset(block))
                 .map_err(|e| CoreError::io("write", path(), e))?;
         }
-        if let Ok(mut d) = v.dirty.lock() {
-            d.insert(part);
-        }
+        Self::mark_dirty(v, part);
         Ok(())
     }
 }
