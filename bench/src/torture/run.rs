@@ -138,7 +138,7 @@ impl Run {
             shared: Arc::clone(shared),
             rng: Rng::stream(seed, 0),
             seed,
-            budget: Budget::new(cfg.nodes),
+            budget: Budget::new(cfg.nodes, cfg.redundancy.starts_with("ec")),
             damaged: false,
             restart_master: false,
         })
@@ -243,6 +243,7 @@ impl Run {
             }
             Fault::Damage(i, kind) => {
                 self.cluster.kill_node(i);
+                tally.count("node SIGKILL (to damage its disk)");
                 let dir = self.cluster.nodes[i].dir.clone();
                 match damage::apply(&dir, kind, &mut self.rng)? {
                     Some(what) => println!("qbd-bench torture: node {i}: {what}"),
@@ -275,6 +276,8 @@ impl Run {
     /// where the scheme survives a second node out meanwhile) leave it to
     /// readmit the node by itself.
     fn must_restart(&mut self) -> bool {
+        // Until verify + repair, the node may hold parts not resynced yet.
+        self.budget.settling = true;
         self.cluster.cfg.tolerance < 2 || self.rng.chance(50)
     }
 
@@ -375,6 +378,7 @@ impl Run {
             ));
         }
         self.damaged = false;
+        self.budget.settling = false;
         self.cluster
             .start_master()
             .map_err(|e| format!("the master did not start after repair: {e}"))?;
