@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qbd_core::backend::dir::DirBackend;
+use qbd_core::backend::fault::{Action, FaultBackend, Gate, OpKind, Rule};
 use qbd_core::backend::{Backend, PartId};
 use qbd_core::meta::volume::RequestedShape;
 use qbd_core::proto::ClusterKey;
@@ -238,6 +239,8 @@ both_transports!(replicate_3_over_three_nodes_survives_a_master_restart);
 both_transports!(nodes_and_a_directory_mix_in_one_volume);
 both_transports!(a_restarted_node_is_readmitted_and_resynced);
 both_transports!(ec_2_1_over_three_nodes_round_trips_and_reopens_after_a_node_restart);
+both_transports!(a_master_taking_over_sees_the_chunks_allocated_until_its_epoch);
+both_transports!(a_fenced_master_fails_no_backend_and_records_nothing);
 
 fn opts() -> TcpOptions {
     TcpOptions {
@@ -384,4 +387,138 @@ async fn ec_2_1_over_three_nodes_round_trips_and_reopens_after_a_node_restart(ne
         partial
     );
     assert_eq!(v.read(2 << 20, 4096).await.unwrap(), vec![0; 4096]);
+}
+
+/// The torture harness's "second master" finding (`qbd-bench torture
+/// --config r2-tcp --seed 11`): a master taking over read the allocation
+/// maps before its epoch compare-and-set, so a chunk the previous master
+/// allocated in between was missing from its map. It then read that
+/// chunk's durable data as zeros, and skipped a TRIM of it as "never
+/// written", so a later master read the trimmed block's old value back.
+/// Here the new master's `SaveMeta` is held at a gate on the first node
+/// while the old one allocates and writes two new chunks (FUA).
+async fn a_master_taking_over_sees_the_chunks_allocated_until_its_epoch(net: Net) {
+    const CHUNK: u64 = 64 << 10;
+    let Some(c) = Cluster::new(net, 2).await else {
+        return;
+    };
+    let old = open_volume(
+        c.backends(&[0, 1]).await,
+        &c.request(Some(1 << 20), Some("replicate:2")),
+    )
+    .await
+    .unwrap();
+    old.write(0, pattern(1, 4096), true).await.unwrap();
+
+    let gate = Gate::new();
+    let mut held: Vec<Arc<dyn Backend>> = Vec::new();
+    for (i, b) in c.backends(&[0, 1]).await.into_iter().enumerate() {
+        let f = FaultBackend::new(b, false);
+        if i == 0 {
+            f.add_rule(Rule {
+                op: OpKind::SaveMeta,
+                chunk: None,
+                block: None,
+                action: Action::Hold(gate.clone()),
+                times: Some(1),
+            });
+        }
+        held.push(Arc::new(f));
+    }
+    let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let fresh = |i: usize| OpenRequest {
+        state_dir: states[i].path().to_owned(),
+        ..c.request(None, None)
+    };
+    let req = fresh(0);
+    let opening = tokio::spawn(async move { open_volume(held, &req).await });
+    gate.wait_arrivals(1).await;
+    // The new master has read the maps; the old one still holds the epoch.
+    let late = pattern(7, 4096);
+    old.write(5 * CHUNK, late.clone(), true).await.unwrap();
+    old.write(6 * CHUNK, pattern(8, 4096), true).await.unwrap();
+    gate.open();
+    let new = opening.await.unwrap().unwrap();
+    assert!(old.read(0, 4096).await.is_err(), "the old master is fenced");
+
+    assert_eq!(
+        new.read(5 * CHUNK, 4096).await.unwrap(),
+        late,
+        "a FUA write of the old master, acknowledged before the takeover, reads back"
+    );
+    new.trim(6 * CHUNK, 4096, true).await.unwrap();
+    new.flush().await.unwrap();
+    drop((new, old));
+
+    let next = open_volume(c.backends(&[1, 0]).await, &fresh(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.read(6 * CHUNK, 4096).await.unwrap(),
+        vec![0; 4096],
+        "a trimmed and flushed block reads zeros"
+    );
+    assert_eq!(next.read(5 * CHUNK, 4096).await.unwrap(), late);
+}
+
+/// The torture harness's fenced master logged `backend node n1 failed
+/// (recording the degraded map: fenced by node n0 ...)` and failed its
+/// write with "no redundancy left": a fencing refusal counted as a broken
+/// backend and as evidence that a part missed a write. Here a new master
+/// has taken the epoch on the first node only (its `SaveMeta` to the
+/// second is held) when the old one writes: the first node refuses, the
+/// second takes it. The write must fail as fenced — nothing failed,
+/// nothing recorded — and so must a FLUSH.
+async fn a_fenced_master_fails_no_backend_and_records_nothing(net: Net) {
+    let Some(c) = Cluster::new(net, 2).await else {
+        return;
+    };
+    let old = open_volume(
+        c.backends(&[0, 1]).await,
+        &c.request(Some(1 << 20), Some("replicate:2")),
+    )
+    .await
+    .unwrap();
+    old.write_at(0, pattern(1, 8192), true).await.unwrap();
+
+    let gate = Gate::new();
+    let mut held: Vec<Arc<dyn Backend>> = Vec::new();
+    for (i, b) in c.backends(&[0, 1]).await.into_iter().enumerate() {
+        let f = FaultBackend::new(b, false);
+        if i == 1 {
+            f.add_rule(Rule {
+                op: OpKind::SaveMeta,
+                chunk: None,
+                block: None,
+                action: Action::Hold(gate.clone()),
+                times: Some(1),
+            });
+        }
+        held.push(Arc::new(f));
+    }
+    let state = tempfile::tempdir().unwrap();
+    let req = OpenRequest {
+        state_dir: state.path().to_owned(),
+        ..c.request(None, None)
+    };
+    let opening = tokio::spawn(async move { open_volume(held, &req).await });
+    gate.wait_arrivals(1).await;
+
+    let fenced = |r: Result<(), qbd_master::volume::VolumeError>, what: &str| match r {
+        Err(qbd_master::volume::VolumeError::Backend(e)) if e.is_fenced() => {}
+        other => panic!("{what} of a fenced master: {other:?}"),
+    };
+    fenced(old.write_at(0, pattern(2, 4096), false).await, "a write");
+    fenced(old.flush_all().await, "a FLUSH");
+    gate.open();
+    let new = opening.await.unwrap().unwrap();
+    assert_eq!(
+        new.read_at(0, 8192).await.unwrap()[4096..],
+        pattern(1, 8192)[4096..],
+        "the block the fenced write did not cover is untouched"
+    );
+    // Nothing was recorded stale by the fenced master: the new one has
+    // nothing to resync.
+    let mut schedule = Vec::new();
+    assert_eq!(new.maintain(&mut schedule, Instant::now()).await, 0);
 }

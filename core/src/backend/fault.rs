@@ -40,6 +40,10 @@ pub enum OpKind {
     Sync,
     /// `allocate`.
     Allocate,
+    /// `save_meta` (the epoch compare-and-set on nodes): holding it opens
+    /// the window in which a master taking over has read the volume's
+    /// state but the previous master still serves.
+    SaveMeta,
 }
 
 /// A gate that holds operations until opened.
@@ -373,7 +377,17 @@ impl Backend for FaultBackend {
     }
 
     fn save_meta(&self, meta: VolumeMeta) -> BoxFut<'_, BackendResult<()>> {
-        self.inner.save_meta(meta)
+        Box::pin(async move {
+            // Rules only: a crash does not change how `.meta` is saved.
+            match self.action(OpKind::SaveMeta, None, None) {
+                None => {}
+                Some(Action::Fail) => {
+                    return Err(BackendError::Injected("SaveMeta failed by rule".into()));
+                }
+                Some(Action::Hold(g)) => g.pass().await,
+            }
+            self.inner.save_meta(meta).await
+        })
     }
 
     fn open_volume(&self, meta: VolumeMeta) -> BoxFut<'_, BackendResult<DecodedAlloc>> {

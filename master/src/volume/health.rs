@@ -132,7 +132,14 @@ impl Volume {
     }
 
     /// Marks a backend failed for the rest of this run (logged once).
+    /// Once the volume is fenced nothing is failed: every later error is
+    /// the refusal itself (or the fence refusing for it), which says that
+    /// another master holds the volume, never that this backend is broken
+    /// (`docs/heal.md` §2).
     pub(super) fn fail(&self, slot: usize, why: &str) {
+        if self.fence.check().is_err() {
+            return;
+        }
         if !self.health.failed[slot].swap(true, Ordering::AcqRel) {
             eprintln!(
                 "qbd-master: backend {} failed ({why}); its parts are degraded until it answers again and is resynced",
@@ -144,8 +151,13 @@ impl Volume {
     /// Records durably, on every healthy backend but the ones concerned,
     /// that `slots` missed writes to `chunks`. Fails only if no healthy
     /// backend could record it.
+    ///
+    /// A fencing refusal is returned as it is: the volume is fenced, so
+    /// nothing is recorded, no backend is failed, and the caller's request
+    /// fails with the fence's reason (never "no redundancy left").
     pub(super) async fn degrade(&self, slots: &[usize], chunks: &[u64]) -> Result<(), VolumeError> {
         let _g = self.health.degrade_lock.lock().await;
+        self.fence.check()?;
         for &s in slots {
             let todo: Vec<u64> = chunks
                 .iter()
@@ -163,6 +175,7 @@ impl Volume {
                 }
                 match self.backends[h].mark_stale(of, todo.clone()).await {
                     Ok(()) => recorded += 1,
+                    Err(e) if e.is_fenced() => return Err(e.into()),
                     Err(e) => self.fail(h, &format!("recording the degraded map: {e}")),
                 }
             }

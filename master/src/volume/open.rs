@@ -157,6 +157,20 @@ pub async fn open_volume_with(
         OpenMode::Inspect => meta,
         _ => take_epoch(&present, meta).await?,
     };
+    // The maps read above may be old: until the epoch was ours, the
+    // previous master still served and could allocate chunks (and write
+    // them). Read them again now that no older session can change them
+    // (a node refuses its `Allocate` once our `SaveMeta` returned), and
+    // keep the union: a chunk missing from the map reads as zeros and is
+    // skipped by TRIM, reconcile and resync.
+    if mode != OpenMode::Inspect {
+        for b in &present {
+            let decoded = b.open_volume(meta.clone()).await?;
+            if let Some(a) = alloc.as_mut() {
+                a.union(&decoded.map);
+            }
+        }
+    }
     let geo = meta.geometry()?;
     let map = alloc.ok_or_else(|| VolumeError::Setup("no backends".into()))?;
     let health = load_health(&slots, &absent, &meta, geo.chunk_count()).await?;
