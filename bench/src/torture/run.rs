@@ -353,13 +353,6 @@ impl Run {
         }
         self.restart_master = false;
         if !self.cluster.master_up() {
-            // A master starts only with every backend of the placement
-            // table present (no degraded start: docs/replication.md,
-            // "Known limits"), so a node that is down comes back first.
-            if let Some((node, _)) = self.budget.down.take() {
-                self.cluster.start_node(node)?;
-                tally.count("node restart (for the master's start)");
-            }
             self.cluster
                 .start_master()
                 .map_err(|e| format!("the master did not start again: {e}"))?;
