@@ -374,6 +374,11 @@ impl Cluster {
         Ok((net.masters[1 - self.slot].clone(), node, macs))
     }
 
+    /// The cluster key.
+    pub fn key(&self) -> Result<qbd_core::proto::ClusterKey, String> {
+        qbd_core::proto::ClusterKey::load(&self.key).map_err(|e| e.to_string())
+    }
+
     /// The run's directory.
     pub fn work(&self) -> &Path {
         &self.work

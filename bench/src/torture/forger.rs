@@ -2,8 +2,9 @@
 //! trust (the spare master host):
 //!
 //! - **forged session openings**: `Request` frames for message 1 from
-//!   random (locally administered) source MACs, with random payloads, the
-//!   flood that once evicted a master's session;
+//!   random (locally administered) source MACs: a third replayed genuine
+//!   hellos (as if captured), a third hellos under another key, a third
+//!   random bytes; the flood that once evicted a master's session;
 //! - **replays**: frames the master sent to a node, captured at the node's
 //!   host and sent again from the spare host, so the source MAC is the
 //!   master's (the switch briefly learns it on the wrong port): the node
@@ -11,6 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use qbd_core::proto::ClusterKey;
+use qbd_core::proto::session::ClientHandshake;
 use qbd_netlab::Ns;
 use qbd_transport_l2::af_packet::PacketSocket;
 use qbd_transport_l2::engine::Mac;
@@ -35,17 +38,25 @@ fn open(ns: &Ns) -> Result<PacketSocket, String> {
 pub fn forge_openings(
     from: &Ns,
     nodes: &[[u8; 6]],
+    key: &ClusterKey,
     n: usize,
     rng: &mut Rng,
 ) -> Result<usize, String> {
     let mut sock = open(from)?;
     let mut frames = Vec::with_capacity(n);
+    let (_, genuine) = ClientHandshake::start(key, [1; 32], "replayed");
+    let (_, wrong) = ClientHandshake::start(&ClusterKey([9; 32]), [2; 32], "forger");
     for i in 0..n {
         let mut src = [0u8; 6];
         src.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
         src[0] = (src[0] | 0x02) & !0x01; // locally administered, unicast
-        let mut payload = vec![0u8; rng.range(48, 200) as usize];
-        payload.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
+        let payload = match i % 3 {
+            0 => genuine.clone(),
+            1 => wrong.clone(),
+            _ => (0..rng.range(48, 200))
+                .map(|_| rng.next_u64() as u8)
+                .collect(),
+        };
         let header = Header {
             dst: Mac(nodes[i % nodes.len()]),
             src: Mac(src),

@@ -71,10 +71,14 @@ impl Tally {
         for (k, v) in &self.events {
             s.push_str(&format!("    {k:<28} {v}\n"));
         }
-        if let Some((seen, dropped, dup)) = self.frames {
-            s.push_str(&format!(
+        match self.frames {
+            Some((seen, dropped, dup)) if seen > 0 => s.push_str(&format!(
                 "  QBD-L2 frames: {seen} arrived at hosts, {dropped} dropped, {dup} duplicated\n"
-            ));
+            )),
+            Some((_, _, dup)) => s.push_str(&format!(
+                "  QBD-L2 frames: {dup} duplicated (no loss rule)\n"
+            )),
+            None => {}
         }
         s.push_str("  requests:");
         for (name, n) in OPS.iter().zip(&shared.ops) {

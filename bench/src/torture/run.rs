@@ -321,7 +321,8 @@ impl Run {
     /// Forged openings to every node, then a replay of frames to node `i`.
     fn forge(&mut self, i: usize, tally: &mut Tally) -> Result<(), String> {
         let (spare, node_host, macs) = self.cluster.hostile_hosts(i)?;
-        let n = super::forger::forge_openings(&spare, &macs, 2000, &mut self.rng)?;
+        let key = self.cluster.key()?;
+        let n = super::forger::forge_openings(&spare, &macs, &key, 2000, &mut self.rng)?;
         tally.add("forged session-opening frames", n as u64);
         let (captured, replayed) = super::forger::replay(&node_host, &spare)?;
         tally.add("frames captured and replayed", replayed as u64);
