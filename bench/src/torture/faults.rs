@@ -56,31 +56,15 @@ pub struct Budget {
     /// A master may start with one node down: more than half the
     /// placement stays (replicate:2 on two nodes cannot).
     pub start_degraded: bool,
-    /// A master on another host may take over while a node is out (down,
-    /// or back but maybe not resynced yet). Not for erasure coding: the
-    /// journal that closes the write hole is on the old master's host, so
-    /// a row torn by the takeover with a part also missing cannot be
-    /// restored (docs/torture.md, "Known limits").
-    pub takeover_degraded: bool,
-    /// A node came back (or was stopped or damaged) since the last verify +
-    /// repair: some of its parts may not be resynced yet.
-    pub settling: bool,
 }
 
 impl Budget {
     /// The budget of a cluster of `nodes` nodes.
-    pub fn new(nodes: usize, erasure: bool) -> Budget {
+    pub fn new(nodes: usize) -> Budget {
         Budget {
             down: None,
             start_degraded: (nodes - 1) * 2 > nodes,
-            takeover_degraded: !erasure,
-            settling: false,
         }
-    }
-
-    /// Whether a second master may start now.
-    fn takeover(&self) -> bool {
-        self.takeover_degraded || (self.down.is_none() && !self.settling)
     }
 }
 
@@ -93,11 +77,7 @@ pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize, l2: bool) -> Fault
         }
         budget.down = Some((node, left - 1));
         let restart = if budget.start_degraded { 45 } else { 0 };
-        let rival = if budget.start_degraded && budget.takeover() {
-            10
-        } else {
-            0
-        };
+        let rival = if budget.start_degraded { 10 } else { 0 };
         return match rng.weighted(&[restart, 10, rival, 35]) {
             0 => Fault::MasterKill,
             1 => Fault::MasterStop,
@@ -107,8 +87,7 @@ pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize, l2: bool) -> Fault
     }
     let node = rng.below(nodes as u64) as usize;
     let forge = if l2 { 8 } else { 0 };
-    let rival = if budget.takeover() { 8 } else { 0 };
-    match rng.weighted(&[24, 6, 16, 16, 28, rival, forge]) {
+    match rng.weighted(&[24, 6, 16, 16, 28, 8, forge]) {
         0 => Fault::MasterKill,
         1 => Fault::MasterStop,
         2 => Fault::NodeKill(node),
@@ -126,7 +105,7 @@ mod tests {
     #[test]
     fn a_node_down_is_never_joined_by_another_node_fault() {
         let mut rng = Rng::new(3);
-        let mut budget = Budget::new(6, false);
+        let mut budget = Budget::new(6);
         for _ in 0..2000 {
             let f = pick(&mut rng, &mut budget, 6, true);
             let down = budget.down.map(|(n, _)| n);

@@ -138,7 +138,7 @@ impl Run {
             shared: Arc::clone(shared),
             rng: Rng::stream(seed, 0),
             seed,
-            budget: Budget::new(cfg.nodes, cfg.redundancy.starts_with("ec")),
+            budget: Budget::new(cfg.nodes),
             damaged: false,
             restart_master: false,
         })
@@ -276,8 +276,6 @@ impl Run {
     /// where the scheme survives a second node out meanwhile) leave it to
     /// readmit the node by itself.
     fn must_restart(&mut self) -> bool {
-        // Until verify + repair, the node may hold parts not resynced yet.
-        self.budget.settling = true;
         self.cluster.cfg.tolerance < 2 || self.rng.chance(50)
     }
 
@@ -379,7 +377,6 @@ impl Run {
             ));
         }
         self.damaged = false;
-        self.budget.settling = false;
         self.cluster
             .start_master()
             .map_err(|e| format!("the master did not start after repair: {e}"))?;

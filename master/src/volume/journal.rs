@@ -158,6 +158,19 @@ fn io_err(op: &str, path: &Path, e: impl std::fmt::Display) -> VolumeError {
     VolumeError::Journal(format!("{op} {}: {e}", path.display()))
 }
 
+/// The epoch of the master that owns the journal of `volume` in `state`
+/// (the last master on this host), if there is a valid one. A master whose
+/// predecessor (the volume's epoch before its own) is not that epoch cannot
+/// replay the row writes its predecessor left in flight.
+pub fn owner_epoch(state: &Path, volume: Uuid) -> Option<u64> {
+    let path = state.join(format!("{volume}.journal"));
+    let mut head = vec![0u8; HEADER_LEN];
+    let file = std::fs::File::open(path).ok()?;
+    file.read_exact_at(&mut head, 0).ok()?;
+    let h = Header::decode(&head)?;
+    (h.volume == volume).then_some(h.epoch)
+}
+
 impl Journal {
     /// Opens the journal of `volume` for the master of `epoch`, returning
     /// the records the master of `prev_epoch` left outstanding.

@@ -153,6 +153,9 @@ pub async fn open_volume_with(
         .map(|s| Arc::clone(&slots[s]))
         .collect();
     let meta = reload_locked(&present, meta).await?;
+    if mode.serves() {
+        refuse_blind_ec_start(&meta, &req.state_dir, &present, &absent).await?;
+    }
     let meta = match mode {
         OpenMode::Inspect => meta,
         _ => take_epoch(&present, meta).await?,
@@ -217,6 +220,50 @@ pub async fn open_volume_with(
         recover(&volume, dirty, outstanding, mode.serves()).await?;
     }
     Ok(volume)
+}
+
+/// An erasure-coded volume last served by a master on another host (or
+/// whose journal is gone) may hold rows that master left half-written; its
+/// journal, which would redo them, is not here, and such a row is restored
+/// from the parts alone only when every part is there and current. So a
+/// start without some backend, or with parts not resynced yet, is refused
+/// before the epoch is taken (the serving master, if any, is not
+/// disturbed); with every part current, or on the host that served last,
+/// it starts. (The degraded map is read before the epoch is ours: a part
+/// the old master marks stale after this read is not seen here.)
+async fn refuse_blind_ec_start(
+    meta: &VolumeMeta,
+    state: &std::path::Path,
+    present: &[Arc<dyn Backend>],
+    absent: &[usize],
+) -> Result<(), VolumeError> {
+    if !matches!(meta.geometry()?.redundancy, Redundancy::Ec { .. }) {
+        return Ok(());
+    }
+    if super::journal::owner_epoch(state, meta.uuid) == Some(meta.epoch) {
+        return Ok(());
+    }
+    let mut stale = 0;
+    for b in present {
+        for (_, map) in b.load_stale().await? {
+            stale += map.iter().count();
+        }
+    }
+    if absent.is_empty() && stale == 0 {
+        return Ok(());
+    }
+    Err(VolumeError::Setup(format!(
+        "volume {:?} is erasure coded and its last master (epoch {}) did not run with this \
+         state directory ({}), so the journal that closes its write hole is elsewhere: rows that \
+         master left half-written can be restored only from every part, current; {} backend(s) \
+         did not answer and {stale} part(s) are marked stale. Start it once every backend of \
+         the placement table answers and is resynced, or on the host (state directory) that \
+         served it last",
+        meta.name,
+        meta.epoch,
+        state.display(),
+        absent.len()
+    )))
 }
 
 /// Says once, at open, which backends the volume serves without.
