@@ -48,6 +48,17 @@ impl Fault {
     }
 }
 
+/// The kinds `--faults` names, in the order of [`pick`]'s weights.
+pub const KINDS: [&str; 7] = [
+    "master-kill",
+    "master-stop",
+    "node-kill",
+    "node-stop",
+    "damage",
+    "second-master",
+    "forge",
+];
+
 /// What the schedule knows of the cluster.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Budget {
@@ -56,6 +67,8 @@ pub struct Budget {
     /// A master may start with one node down: more than half the
     /// placement stays (replicate:2 on two nodes cannot).
     pub start_degraded: bool,
+    /// The kinds of [`KINDS`] that may be picked (`--faults`).
+    pub kinds: [bool; 7],
 }
 
 impl Budget {
@@ -64,6 +77,7 @@ impl Budget {
         Budget {
             down: None,
             start_degraded: (nodes - 1) * 2 > nodes,
+            kinds: [true; 7],
         }
     }
 }
@@ -76,9 +90,10 @@ pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize, l2: bool) -> Fault
             return Fault::NodeReturn(node);
         }
         budget.down = Some((node, left - 1));
-        let restart = if budget.start_degraded { 45 } else { 0 };
-        let rival = if budget.start_degraded { 10 } else { 0 };
-        return match rng.weighted(&[restart, 10, rival, 35]) {
+        let on = |k: usize, w: u64| if budget.kinds[k] { w } else { 0 };
+        let restart = if budget.start_degraded { on(0, 45) } else { 0 };
+        let rival = if budget.start_degraded { on(5, 10) } else { 0 };
+        return match rng.weighted(&[restart, on(1, 10), rival, 35]) {
             0 => Fault::MasterKill,
             1 => Fault::MasterStop,
             2 => Fault::SecondMaster,
@@ -86,8 +101,12 @@ pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize, l2: bool) -> Fault
         };
     }
     let node = rng.below(nodes as u64) as usize;
-    let forge = if l2 { 8 } else { 0 };
-    match rng.weighted(&[24, 6, 16, 16, 28, 8, forge]) {
+    let weights: Vec<u64> = [24, 6, 16, 16, 28, 8, if l2 { 8 } else { 0 }]
+        .iter()
+        .zip(budget.kinds)
+        .map(|(w, on)| if on { *w } else { 0 })
+        .collect();
+    match rng.weighted(&weights) {
         0 => Fault::MasterKill,
         1 => Fault::MasterStop,
         2 => Fault::NodeKill(node),

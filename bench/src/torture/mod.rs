@@ -63,6 +63,10 @@ pub struct TortureArgs {
     /// and kept after a failing one.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Only these faults (comma-separated): master-kill, master-stop,
+    /// node-kill, node-stop, damage, second-master, forge (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
+    pub faults: Vec<String>,
     /// Checks the checker: in the first cycle, with the master stopped,
     /// delete every copy of chunk 0 on every node (data no redundancy can
     /// bring back). The run must then fail.
@@ -71,6 +75,14 @@ pub struct TortureArgs {
     /// A JSON summary of the run goes here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+fn parse_fault(s: &str) -> Result<String, String> {
+    if faults::KINDS.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?}: one of {}", faults::KINDS.join(", ")))
+    }
 }
 
 /// `90s`, `10m`, `2h`, or plain seconds.

@@ -132,13 +132,18 @@ impl Run {
     ) -> Result<Run, String> {
         let mut cluster = Cluster::create(cfg, work, lab)?;
         cluster.start_master()?;
-        let _ = args;
+        let mut budget = Budget::new(cfg.nodes);
+        if !args.faults.is_empty() {
+            for (on, kind) in budget.kinds.iter_mut().zip(super::faults::KINDS) {
+                *on = args.faults.iter().any(|f| f == kind);
+            }
+        }
         Ok(Run {
             cluster,
             shared: Arc::clone(shared),
             rng: Rng::stream(seed, 0),
             seed,
-            budget: Budget::new(cfg.nodes),
+            budget,
             damaged: false,
             restart_master: false,
         })
