@@ -331,6 +331,51 @@ async fn a_failed_backend_that_answers_again_is_readmitted_and_resynced_while_se
     );
 }
 
+/// Found by `qbd-bench torture --config r3-l2`: a node killed during its resync cost one request
+/// deadline (5 s) per stale chunk, each under the chunk's lock, for minutes. Two chunks failing
+/// in a row now fail the backend and end its resync; once readmitted, it is resynced whole.
+#[tokio::test]
+async fn a_resync_that_keeps_failing_gives_the_backend_up_instead_of_trying_every_chunk() {
+    let c = Cluster::new(3, 3, 1 << 20);
+    let mut model = pattern(1 << 20, 31);
+    let (v, faults) = c.open(false).await;
+    let uuid = v.meta().uuid;
+    v.write(0, model.clone(), false).await.unwrap();
+    faults[1].add_rule(Rule {
+        op: OpKind::Write,
+        chunk: None,
+        block: None,
+        action: Action::Fail,
+        times: Some(1),
+    });
+    let d = pattern(CHUNK as usize, 32);
+    v.write(CHUNK, d.clone(), false).await.unwrap();
+    model[CHUNK as usize..2 * CHUNK as usize].copy_from_slice(&d);
+    v.flush().await.unwrap();
+    assert_eq!(stale_chunks(&c, 0, &faults[1], uuid).len(), 16);
+    // The resync's first two rebuilds fail (a part is recreated first).
+    faults[1].add_rule(Rule {
+        op: OpKind::Allocate,
+        chunk: None,
+        block: None,
+        action: Action::Fail,
+        times: Some(2),
+    });
+    let now = std::time::Instant::now();
+    let resynced = v.maintain(&mut Vec::new(), now).await;
+    assert_eq!(
+        resynced, 0,
+        "the resync stopped after two failures in a row"
+    );
+    assert_eq!(stale_chunks(&c, 0, &faults[1], uuid).len(), 16);
+    let later = now + std::time::Duration::from_secs(600);
+    let resynced = v.maintain(&mut Vec::new(), later).await;
+    assert_eq!(resynced, 16, "readmitted and resynced whole");
+    drop((v, faults));
+    let v = c.open_reading_only_from(1).await;
+    assert_eq!(v.read(0, 1 << 20).await.unwrap(), model);
+}
+
 #[tokio::test]
 async fn a_deleted_part_is_rebuilt_without_failing_its_backend() {
     let c = Cluster::new(3, 3, 1 << 20);

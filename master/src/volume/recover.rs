@@ -38,6 +38,9 @@ use super::journal::{Outstanding, RowUpdate};
 use super::range_lock::Mode;
 use super::{Scheme, Volume, VolumeError};
 
+/// Failed chunks in a row after which a resync gives the backend up.
+pub(super) const RESYNC_GIVE_UP: u32 = 2;
+
 impl Volume {
     /// Redoes the row updates the previous master journaled but did not
     /// see synced, syncs the backends, and cuts the journal.
@@ -261,6 +264,8 @@ impl Volume {
     }
 
     /// Resyncs every stale part whose backend is usable; returns how many.
+    /// A backend whose resync fails [`RESYNC_GIVE_UP`] chunks in a row is
+    /// failed (and resynced again once readmitted).
     pub async fn resync(&self) -> Result<u64, VolumeError> {
         let mut done = 0;
         for slot in 0..self.backends.len() {
@@ -276,13 +281,31 @@ impl Volume {
                 chunks.len(),
                 self.backends[slot].describe()
             );
+            let mut in_a_row = 0;
             for c in chunks {
                 match self.resync_chunk(slot, c).await {
-                    Ok(()) => done += 1,
-                    Err(e) => eprintln!(
-                        "qbd-master: resync of chunk {c} on {} failed, it stays stale: {e}",
-                        self.backends[slot].describe()
-                    ),
+                    Ok(()) => {
+                        done += 1;
+                        in_a_row = 0;
+                    }
+                    Err(VolumeError::Backend(e)) if e.is_fenced() => return Err(e.into()),
+                    Err(e) => {
+                        eprintln!(
+                            "qbd-master: resync of chunk {c} on {} failed, it stays stale: {e}",
+                            self.backends[slot].describe()
+                        );
+                        in_a_row += 1;
+                        // A backend that stopped answering would cost a
+                        // request deadline per chunk, each under the chunk
+                        // lock: fail it, and resync when it is readmitted.
+                        if in_a_row >= RESYNC_GIVE_UP {
+                            self.fail(
+                                slot,
+                                &format!("resync failed {in_a_row} chunks in a row: {e}"),
+                            );
+                            break;
+                        }
+                    }
                 }
             }
         }
