@@ -18,8 +18,10 @@ use super::model::Model;
 use super::pattern::{BLOCK, Seen, ZERO, decode, fill};
 use super::rng::Rng;
 
-/// How long one request may take before the worker calls it a hang.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one request may take before the worker calls it a hang (a
+/// finding: the longest pause a fault causes is a few seconds, a node's
+/// request deadline 5 s).
+pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest request, in blocks (1 MiB).
 const MAX_BLOCKS: u64 = 256;
 
@@ -142,6 +144,10 @@ fn worker(shared: &Shared, socket: &std::path::Path, mut rng: Rng) {
         };
         match result {
             Ok(()) => {}
+            Err(Failure::Io(e)) if is_timeout(&e) => {
+                shared.finding(format!("a request hung for {} s", IO_TIMEOUT.as_secs()));
+                return;
+            }
             Err(Failure::Io(_)) => return,
             Err(Failure::Nbd(e)) => {
                 shared.count(6);
@@ -154,6 +160,13 @@ fn worker(shared: &Shared, socket: &std::path::Path, mut rng: Rng) {
             }
         }
     }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// A range of blocks: half in the hot first eighth, lengths mostly small.
