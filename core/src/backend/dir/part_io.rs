@@ -95,18 +95,25 @@ impl DirBackend {
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                let allocated = v
-                    .alloc
-                    .lock()
-                    .map(|a| a.map.get(part.chunk))
-                    .unwrap_or(true);
-                if allocated {
-                    return Err(BackendError::PartMissing {
-                        part,
-                        backend: self.describe(),
-                    });
+                // Under the map's lock an allocation is all or nothing (file
+                // renamed into place, then the bit set): one that finished
+                // since the open above shows as the bit, and the file is
+                // there now.
+                let a = v.alloc.lock();
+                let allocated = a.as_ref().map(|a| a.map.get(part.chunk)).unwrap_or(true);
+                if !allocated {
+                    return Ok(Handle::NeverWritten);
                 }
-                return Ok(Handle::NeverWritten);
+                match OpenOptions::new().read(true).write(true).open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        return Err(BackendError::PartMissing {
+                            part,
+                            backend: self.describe(),
+                        });
+                    }
+                    Err(e) => return Err(CoreError::io("open", &path, e).into()),
+                }
             }
             Err(e) => return Err(CoreError::io("open", &path, e).into()),
         };
@@ -127,9 +134,17 @@ impl DirBackend {
     /// its writes owe the next FLUSH is paid now: its mark is cleared only
     /// if no write marked it again since (see `dirty_seq`), and while the
     /// `fdatasync` runs the part is still marked, so a concurrent FLUSH
-    /// syncs it itself rather than return early. A failure is kept for the
-    /// next sync to report.
+    /// syncs it itself rather than return early. The `fdatasync` runs under
+    /// the volume's sync lock, so a FLUSH that found the part uncached
+    /// waits for it and sees its outcome. A failure is kept, and reported
+    /// by every later sync until the volume is opened again: after a failed
+    /// `fdatasync` the kernel may have dropped the pages, and a retry
+    /// through another descriptor could succeed on nothing.
     fn settle_evicted(&self, v: &OpenVolume, evicted: Vec<(PartId, Arc<PartFile>)>) {
+        if evicted.is_empty() {
+            return;
+        }
+        let _one_at_a_time = v.syncing.lock().unwrap_or_else(|e| e.into_inner());
         for (part, pf) in evicted {
             let Some(seq) = v.dirty.lock().ok().and_then(|d| d.get(&part).copied()) else {
                 continue;
@@ -568,8 +583,19 @@ impl DirBackend {
                 return Err(e);
             }
         }
-        match v.evict_error.lock().ok().and_then(|mut e| e.take()) {
-            Some(e) => Err(e),
+        // Sticky: see `settle_evicted`.
+        match v
+            .evict_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(ToString::to_string))
+        {
+            Some(why) => Err(CoreError::io(
+                "fsync (an earlier one failed: writes may be lost)",
+                v.dir.clone(),
+                std::io::Error::other(why),
+            )
+            .into()),
             None => Ok(()),
         }
     }
