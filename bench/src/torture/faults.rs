@@ -69,6 +69,10 @@ pub struct Budget {
     pub start_degraded: bool,
     /// The kinds of [`KINDS`] that may be picked (`--faults`).
     pub kinds: [bool; 7],
+    /// A node came back (or was stopped, or damaged) and the master was
+    /// left to readmit and resync it: it counts as out, so no other node
+    /// fault comes until a master start or a repair.
+    pub settling: bool,
 }
 
 impl Budget {
@@ -78,6 +82,7 @@ impl Budget {
             down: None,
             start_degraded: (nodes - 1) * 2 > nodes,
             kinds: [true; 7],
+            settling: false,
         }
     }
 }
@@ -101,7 +106,8 @@ pub fn pick(rng: &mut Rng, budget: &mut Budget, nodes: usize, l2: bool) -> Fault
         };
     }
     let node = rng.below(nodes as u64) as usize;
-    let weights: Vec<u64> = [24, 6, 16, 16, 28, 8, if l2 { 8 } else { 0 }]
+    let nf: u64 = if budget.settling { 0 } else { 1 };
+    let weights: Vec<u64> = [24, 6, 16 * nf, 16 * nf, 28 * nf, 8, if l2 { 8 } else { 0 }]
         .iter()
         .zip(budget.kinds)
         .map(|(w, on)| if on { *w } else { 0 })
@@ -122,7 +128,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_node_down_is_never_joined_by_another_node_fault() {
+    fn a_node_out_is_never_joined_by_another_node_fault() {
         let mut rng = Rng::new(3);
         let mut budget = Budget::new(6);
         for _ in 0..2000 {
@@ -130,14 +136,19 @@ mod tests {
             let down = budget.down.map(|(n, _)| n);
             match f {
                 Fault::NodeKill(n) => {
-                    assert!(down.is_none());
+                    assert!(down.is_none() && !budget.settling);
                     budget.down = Some((n, 2));
                 }
-                Fault::NodeStop(_) | Fault::Damage(..) => assert!(down.is_none()),
+                Fault::NodeStop(_) | Fault::Damage(..) => {
+                    assert!(down.is_none() && !budget.settling);
+                    budget.settling = rng.chance(50);
+                }
                 Fault::NodeReturn(n) => {
                     assert_eq!(down, Some(n));
                     budget.down = None;
+                    budget.settling = rng.chance(50);
                 }
+                Fault::MasterKill => budget.settling = false,
                 _ => {}
             }
         }

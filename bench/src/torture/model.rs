@@ -54,6 +54,16 @@ impl Entry {
     }
 }
 
+/// When a read or a FLUSH was issued: the logical time and the master
+/// incarnation then serving (a reply may arrive after that master died).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    /// Logical issue time.
+    pub t: u64,
+    /// The master incarnation it was sent to.
+    pub life: u32,
+}
+
 /// A read that returned what the model forbids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -122,19 +132,27 @@ impl Model {
         self.clock
     }
 
-    /// A read is about to be sent; returns its issue time ([`Model::end_read`] after checking).
-    pub fn begin_read(&mut self) -> u64 {
+    /// A read is about to be sent; returns its ticket ([`Model::end_read`] after checking).
+    pub fn begin_read(&mut self) -> Ticket {
         let t = self.tick();
         *self.reads.entry(t).or_default() += 1;
-        t
+        Ticket { t, life: self.life }
     }
 
-    /// The read issued at `started` was checked.
-    pub fn end_read(&mut self, started: u64) {
-        if let Some(n) = self.reads.get_mut(&started) {
+    /// A FLUSH is about to be sent; returns its ticket.
+    pub fn begin_flush(&mut self) -> Ticket {
+        Ticket {
+            t: self.tick(),
+            life: self.life,
+        }
+    }
+
+    /// The read of `ticket` was checked.
+    pub fn end_read(&mut self, ticket: Ticket) {
+        if let Some(n) = self.reads.get_mut(&ticket.t) {
             *n -= 1;
             if *n == 0 {
-                self.reads.remove(&started);
+                self.reads.remove(&ticket.t);
             }
         }
     }
@@ -158,10 +176,10 @@ impl Model {
     }
 
     /// The write issued at `issued` to `blocks` ended: acknowledged (`ok`),
-    /// durable too when it had FUA.
+    /// durable too when it had FUA. An acknowledgement counts even if it
+    /// arrives after its master was declared lost: it was given.
     pub fn complete(&mut self, blocks: Range<u64>, issued: u64, ok: bool, fua: bool) {
         let t = self.tick();
-        let life = self.life;
         let horizon = self.horizon();
         for b in blocks {
             let Some(list) = self.blocks.get_mut(b as usize) else {
@@ -169,8 +187,8 @@ impl Model {
             };
             if let Some(e) = list.iter_mut().find(|e| e.issued == issued) {
                 e.done = Some(t);
-                e.acked = ok && e.life == life;
-                if e.acked && fua {
+                e.acked = ok;
+                if ok && fua {
                     e.durable_at = Some(t);
                 }
             }
@@ -178,11 +196,11 @@ impl Model {
         }
     }
 
-    /// A FLUSH issued at `started` completed: every write the serving
-    /// master acknowledged before that is durable.
-    pub fn flushed(&mut self, started: u64) {
+    /// The FLUSH of `ticket` completed: every write its master (the
+    /// incarnation it was sent to) acknowledged before it was issued is durable.
+    pub fn flushed(&mut self, ticket: Ticket) {
         let t = self.tick();
-        let life = self.life;
+        let (started, life) = (ticket.t, ticket.life);
         let horizon = self.horizon();
         for list in &mut self.blocks {
             for e in list.iter_mut() {
@@ -206,14 +224,14 @@ impl Model {
         }
     }
 
-    /// The values `block` may show to a read issued at `started`.
-    pub fn allowed(&self, block: u64, started: u64) -> Vec<u64> {
+    /// The values `block` may show to the read of `ticket`.
+    pub fn allowed(&self, block: u64, ticket: Ticket) -> Vec<u64> {
         let Some(list) = self.blocks.get(block as usize) else {
             return Vec::new();
         };
         let cut = list
             .iter()
-            .filter(|e| e.binds(started, self.life))
+            .filter(|e| e.binds(ticket.t, ticket.life))
             .map(|e| e.issued)
             .max()
             .unwrap_or(0);
@@ -226,10 +244,10 @@ impl Model {
         out
     }
 
-    /// Checks that a read of `block` issued at `started` may show `seen`
+    /// Checks that the read of `ticket` may show `seen` in `block`
     /// (`None`: garbage).
-    pub fn check(&self, block: u64, started: u64, seen: Option<u64>) -> Result<(), Violation> {
-        let allowed = self.allowed(block, started);
+    pub fn check(&self, block: u64, ticket: Ticket, seen: Option<u64>) -> Result<(), Violation> {
+        let allowed = self.allowed(block, ticket);
         match seen {
             Some(v) if allowed.contains(&v) => Ok(()),
             _ => Err(Violation {
@@ -287,14 +305,14 @@ mod tests {
         let mut m = Model::new(4);
         let t = m.issue(1..2, 7);
         m.complete(1..2, t, true, false);
-        let r = m.tick();
+        let r = m.begin_read();
         assert!(m.check(1, r, Some(7)).is_ok());
         assert!(
             m.check(1, r, Some(ZERO)).is_err(),
             "the old value is superseded"
         );
         m.master_lost();
-        let r = m.tick();
+        let r = m.begin_read();
         assert!(m.check(1, r, Some(ZERO)).is_ok(), "unflushed: may be lost");
         assert!(m.check(1, r, Some(7)).is_ok());
         assert!(m.check(1, r, None).is_err(), "garbage never");
@@ -305,12 +323,12 @@ mod tests {
         let mut m = Model::new(2);
         let t = m.issue(0..2, 5);
         m.complete(0..2, t, true, false);
-        let f = m.tick();
+        let f = m.begin_flush();
         let late = m.issue(0..1, 6); // issued after the flush: not covered
         m.flushed(f);
         m.complete(0..1, late, true, false);
         m.master_lost();
-        let r = m.tick();
+        let r = m.begin_read();
         assert!(m.check(0, r, Some(ZERO)).is_err(), "flushed: never lost");
         assert!(m.check(0, r, Some(5)).is_ok());
         assert!(m.check(0, r, Some(6)).is_ok());
@@ -325,7 +343,7 @@ mod tests {
         m.complete(0..1, b, true, true);
         m.complete(0..1, a, true, false);
         m.master_lost();
-        let r = m.tick();
+        let r = m.begin_read();
         assert_eq!(m.allowed(0, r), vec![1, 2], "a overlapped b");
         assert!(m.check(0, r, Some(ZERO)).is_err());
     }
@@ -335,11 +353,11 @@ mod tests {
         let mut m = Model::new(1);
         let a = m.issue(0..1, 1);
         m.complete(0..1, a, false, false);
-        let r = m.tick();
+        let r = m.begin_read();
         assert_eq!(m.allowed(0, r), vec![ZERO, 1]);
         let b = m.issue(0..1, 2);
         m.complete(0..1, b, true, true);
-        let r = m.tick();
+        let r = m.begin_read();
         assert_eq!(m.allowed(0, r), vec![2]);
     }
 
@@ -351,7 +369,7 @@ mod tests {
         m.master_lost();
         m.settle(0, 1);
         m.master_lost();
-        let r = m.tick();
+        let r = m.begin_read();
         assert_eq!(m.allowed(0, r), vec![1]);
     }
 
@@ -375,5 +393,18 @@ mod tests {
         m.master_lost();
         let r = m.begin_read();
         assert_eq!(m.allowed(0, r), vec![2, 3], "1 was pruned for good");
+    }
+
+    #[test]
+    fn a_fua_acknowledgement_that_arrives_after_its_master_was_declared_lost_still_counts() {
+        let mut m = Model::new(1);
+        let a = m.issue(0..1, 1);
+        let f = m.begin_flush();
+        m.master_lost(); // the kill, before the worker read the replies
+        m.complete(0..1, a, true, true);
+        m.flushed(f);
+        m.master_lost();
+        let r = m.begin_read();
+        assert_eq!(m.allowed(0, r), vec![1], "the FUA write is durable");
     }
 }

@@ -281,7 +281,11 @@ impl Run {
     /// where the scheme survives a second node out meanwhile) leave it to
     /// readmit the node by itself.
     fn must_restart(&mut self) -> bool {
-        self.cluster.cfg.tolerance < 2 || self.rng.chance(50)
+        let restart = self.cluster.cfg.tolerance < 2 || self.rng.chance(50);
+        // Not restarted: the node counts as out until a master start
+        // (which resyncs every present node before it serves) or a repair.
+        self.budget.settling |= !restart;
+        restart
     }
 
     /// Starts a master on the other host. Exactly one may serve: if it
@@ -306,6 +310,9 @@ impl Run {
                 tally.count("master SIGKILL (old master after takeover)");
             }
             Err(e) => {
+                // Refused before it took the epoch: the serving master must
+                // go on as if nothing happened, errors included.
+                self.shared.errors_expected.store(false, Ordering::SeqCst);
                 tally.count("second master refused");
                 let first = e.lines().last().unwrap_or("").to_owned();
                 println!("qbd-bench torture: second master refused: {first}");
@@ -357,6 +364,7 @@ impl Run {
         }
         self.restart_master = false;
         if !self.cluster.master_up() {
+            self.budget.settling = false;
             self.cluster
                 .start_master()
                 .map_err(|e| format!("the master did not start again: {e}"))?;
@@ -382,6 +390,7 @@ impl Run {
             ));
         }
         self.damaged = false;
+        self.budget.settling = false;
         self.cluster
             .start_master()
             .map_err(|e| format!("the master did not start after repair: {e}"))?;

@@ -223,7 +223,7 @@ fn zero(
 
 fn flush(shared: &Shared, c: &mut Client) -> Result<(), Failure> {
     shared.count(2);
-    let t = shared.model().tick();
+    let t = shared.model().begin_flush();
     c.flush()?;
     shared.model().flushed(t);
     Ok(())

@@ -264,8 +264,9 @@ impl Volume {
     }
 
     /// Resyncs every stale part whose backend is usable; returns how many.
-    /// A backend whose resync fails [`RESYNC_GIVE_UP`] chunks in a row is
-    /// failed (and resynced again once readmitted).
+    /// After [`RESYNC_GIVE_UP`] chunks failing in a row the backend's pass
+    /// ends, and a backend named by the error is failed (and resynced again
+    /// once readmitted).
     pub async fn resync(&self) -> Result<u64, VolumeError> {
         let mut done = 0;
         for slot in 0..self.backends.len() {
@@ -297,12 +298,16 @@ impl Volume {
                         in_a_row += 1;
                         // A backend that stopped answering would cost a
                         // request deadline per chunk, each under the chunk
-                        // lock: fail it, and resync when it is readmitted.
+                        // lock: end this pass (the next maintenance pass
+                        // tries again). If the error names the target, fail
+                        // it too: it is resynced once readmitted. A source's
+                        // failure does not fail the target.
                         if in_a_row >= RESYNC_GIVE_UP {
-                            self.fail(
-                                slot,
-                                &format!("resync failed {in_a_row} chunks in a row: {e}"),
-                            );
+                            let target = self.backends[slot].describe();
+                            if e.to_string().contains(&target) {
+                                let why = format!("resync failed {in_a_row} chunks in a row: {e}");
+                                self.fail(slot, &why);
+                            }
                             break;
                         }
                     }
