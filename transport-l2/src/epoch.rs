@@ -8,6 +8,8 @@
 //! then may reuse an epoch (the node protocol still refuses the stale
 //! session's frames: its keys are gone). The counter wraps in 2033.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,17 +20,22 @@ const PER_SECOND: u64 = 16;
 
 static LAST: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh epoch: above every epoch this process handed out and (clock
-/// permitting) every epoch an earlier process did. Never 0.
-pub fn fresh_epoch() -> u32 {
+/// The clock's epoch now (16 per second since 2025-01-01). Never 0.
+fn clock_epoch() -> u32 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .saturating_sub(BASE);
     let clock = since.as_secs() * PER_SECOND + u64::from(since.subsec_millis()) * PER_SECOND / 1000;
-    let clock = u32::try_from(clock % u64::from(u32::MAX))
+    u32::try_from(clock % u64::from(u32::MAX))
         .unwrap_or(1)
-        .max(1);
+        .max(1)
+}
+
+/// A fresh epoch: above every epoch this process handed out and (clock
+/// permitting) every epoch an earlier process did. Never 0.
+pub fn fresh_epoch() -> u32 {
+    let clock = clock_epoch();
     let mut prev = LAST.load(Ordering::Relaxed);
     loop {
         let next = clock.max(prev.wrapping_add(1)).max(1);
@@ -36,6 +43,35 @@ pub fn fresh_epoch() -> u32 {
             Ok(_) => return next,
             Err(p) => prev = p,
         }
+    }
+}
+
+/// The client epochs of one process, per node. A node keys sessions by
+/// (master MAC, client epoch), and the tools and the master of one host
+/// share a MAC. Taking a fresh epoch per session made a process that
+/// opened six sessions at once run six epochs ahead of the clock, and the
+/// next process on the host (`qbd repair`, then `qbd-master`, a few hundred
+/// ms later) reused some of them: the node took its hello for the earlier
+/// process's session and the handshake timed out (found by `qbd-bench
+/// torture`). So the first session to each node takes the clock's epoch
+/// (the same for every node), and a later session to the same node one
+/// above its last (or the clock, if higher).
+#[derive(Debug, Default)]
+pub struct NodeEpochs(Mutex<HashMap<[u8; 6], u32>>);
+
+impl NodeEpochs {
+    /// The epoch of the next session to `node`.
+    pub fn next(&self, node: [u8; 6]) -> u32 {
+        let clock = clock_epoch();
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let e = match last.get(&node) {
+            Some(&l) => clock.max(l.wrapping_add(1)).max(1),
+            None => clock,
+        };
+        last.insert(node, e);
+        // Later `fresh_epoch`s (a session re-opened by its peer) stay above.
+        LAST.fetch_max(e, Ordering::Relaxed);
+        e
     }
 }
 
@@ -64,5 +100,22 @@ mod tests {
             assert!(e > prev && e != 0);
             prev = e;
         }
+    }
+
+    #[test]
+    fn one_process_takes_one_epoch_for_every_node_and_a_higher_one_per_reconnect() {
+        let epochs = NodeEpochs::default();
+        let first: Vec<u32> = (0..6u8).map(|n| epochs.next([n; 6])).collect();
+        let clock = clock_epoch();
+        assert!(
+            first.iter().all(|&e| e <= clock && e + 2 >= clock),
+            "{first:?} vs {clock}"
+        );
+        let again = epochs.next([0; 6]);
+        assert!(
+            again > first[0],
+            "a reconnect to a node takes a higher epoch"
+        );
+        assert!(fresh_epoch() > again, "fresh epochs stay above");
     }
 }

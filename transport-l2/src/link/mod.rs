@@ -39,7 +39,7 @@ use crate::af_packet::{
     PacketSocket, Poller, PollerConfig, PollerSender, PollerStats, SocketConfig,
 };
 use crate::engine::{Config, Mac, Stats};
-use crate::epoch::{fresh_epoch, random_u64};
+use crate::epoch::{NodeEpochs, random_u64};
 use crate::probe::{BASE_MTU, Probe};
 
 /// How to open an [`L2Link`].
@@ -124,6 +124,7 @@ pub struct L2Link {
     mtu: usize,
     engine: Config,
     next_token: AtomicU64,
+    epochs: NodeEpochs,
 }
 
 /// Tries of the jumbo probe, and how long each waits for its pong.
@@ -151,6 +152,7 @@ impl L2Link {
             mtu,
             engine: opts.engine,
             next_token: AtomicU64::new(1),
+            epochs: NodeEpochs::default(),
         }))
     }
 
@@ -307,7 +309,7 @@ impl L2Link {
         key: ClusterKey,
         name: &str,
     ) -> Result<Arc<L2Transport>, TransportError> {
-        let epoch = fresh_epoch();
+        let epoch = self.epochs.next(found.mac.0);
         let mtu = self.probe_mtu(found.mac, found.mtu, epoch).await;
         let cfg = Config {
             epoch,
