@@ -20,7 +20,7 @@ use qbd_core::proto::session::ClientHandshake;
 use qbd_netlab::parse_mac;
 use qbd_transport_l2::af_packet::PacketSocket;
 use qbd_transport_l2::engine::Mac;
-use qbd_transport_l2::engine::wire::{Frame, FrameType, Header};
+use qbd_transport_l2::engine::admission::opening_frame;
 
 const NODE_STATS: &str = "qbd-node: stats ";
 /// Forged openings per node.
@@ -49,29 +49,9 @@ fn forged(node: [u8; 6], key: &ClusterKey, n: usize, seed: u64) -> Vec<Vec<u8>> 
                 1 => wrong.clone(),
                 _ => (0..64).map(|_| next() as u8).collect(),
             };
-            let header = Header {
-                dst: Mac(node),
-                src: Mac(src),
-                ethertype: ETHERTYPE,
-                ty: FrameType::Request,
-                flags: 0,
-                client_epoch: (next() as u32) | 1,
-                server_epoch: 0,
-                seq: 1,
-                frag_index: 0,
-                frag_count: 1,
-                msg_len: payload.len() as u32,
-                ack_cum: 0,
-                ack_bits: 0,
-                credit: 0,
-            };
-            let frame = Frame {
-                header,
-                payload: &payload,
-            };
-            let mut buf = vec![0u8; frame.encoded_len()];
-            frame.encode(&mut buf).expect("a forged frame encodes");
-            buf
+            let epoch = (next() as u32) | 1;
+            opening_frame(ETHERTYPE, Mac(node), Mac(src), epoch, &payload)
+                .expect("a forged frame encodes")
         })
         .collect()
 }

@@ -16,7 +16,7 @@ use qbd_core::proto::{ClusterKey, ProtoError};
 use qbd_core::transport::{Transport, TransportError};
 use qbd_netlab::{Lab, Ns};
 use qbd_transport_l2::af_packet::PacketSocket;
-use qbd_transport_l2::engine::wire::{Frame, FrameType, Header};
+use qbd_transport_l2::engine::admission::opening_frame;
 use qbd_transport_l2::engine::{DEFAULT_ETHERTYPE, Mac};
 use qbd_transport_l2::serve::{L2Server, ServeOptions, Service};
 use qbd_transport_l2::{L2Link, L2Transport, LinkOptions};
@@ -104,30 +104,9 @@ fn forged_openings(node: Mac, n: usize, seed: u64) -> Vec<Vec<u8>> {
                 1 => wrong.clone(),
                 _ => random,
             };
-            let header = Header {
-                dst: node,
-                src: Mac([src[0], src[1], src[2], src[3], src[4], src[5]]),
-                ethertype: DEFAULT_ETHERTYPE,
-                ty: FrameType::Request,
-                flags: 0,
-                client_epoch: (r >> 32) as u32 | 1,
-                server_epoch: 0,
-                seq: 1,
-                frag_index: 0,
-                frag_count: 1,
-                msg_len: payload.len() as u32,
-                ack_cum: 1,
-                ack_bits: 0,
-                credit: 0,
-            };
-            let frame = Frame {
-                header,
-                payload: &payload,
-            };
-            let mut buf = vec![0u8; frame.encoded_len()];
-            let len = frame.encode(&mut buf).expect("encodes");
-            buf.truncate(len);
-            buf
+            let src = Mac([src[0], src[1], src[2], src[3], src[4], src[5]]);
+            let epoch = (r >> 32) as u32 | 1;
+            opening_frame(DEFAULT_ETHERTYPE, node, src, epoch, &payload).expect("encodes")
         })
         .collect()
 }

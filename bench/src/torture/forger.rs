@@ -17,7 +17,7 @@ use qbd_core::proto::session::ClientHandshake;
 use qbd_netlab::Ns;
 use qbd_transport_l2::af_packet::PacketSocket;
 use qbd_transport_l2::engine::Mac;
-use qbd_transport_l2::engine::wire::{Frame, FrameType, Header};
+use qbd_transport_l2::engine::admission::opening_frame;
 
 use super::rng::Rng;
 use crate::e2e::segment::IFACE;
@@ -57,31 +57,11 @@ pub fn forge_openings(
                 .map(|_| rng.next_u64() as u8)
                 .collect(),
         };
-        let header = Header {
-            dst: Mac(nodes[i % nodes.len()]),
-            src: Mac(src),
-            ethertype: ETHERTYPE,
-            ty: FrameType::Request,
-            flags: 0,
-            client_epoch: rng.next_u64() as u32,
-            server_epoch: 0,
-            seq: 1,
-            frag_index: 0,
-            frag_count: 1,
-            msg_len: payload.len() as u32,
-            ack_cum: 0,
-            ack_bits: 0,
-            credit: 0,
-        };
-        let frame = Frame {
-            header,
-            payload: &payload,
-        };
-        let mut buf = vec![0u8; frame.encoded_len()];
-        frame
-            .encode(&mut buf)
+        let dst = Mac(nodes[i % nodes.len()]);
+        let epoch = rng.next_u64() as u32;
+        let frame = opening_frame(ETHERTYPE, dst, Mac(src), epoch, &payload)
             .map_err(|e| format!("forging a frame: {e}"))?;
-        frames.push(buf);
+        frames.push(frame);
     }
     send_all(&mut sock, &frames)
 }

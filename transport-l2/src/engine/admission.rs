@@ -16,6 +16,8 @@
 //!   pending entry; a full authenticated map evicts its least recently
 //!   heard authenticated entry, and only when another session proves the
 //!   key. No pending entry ever displaces an authenticated one.
+//! - [`opening_frame`]: the frame a master's first message travels in
+//!   (for tests and the torture harness).
 //! - [`Budget`]: a token bucket for answers to unauthenticated senders
 //!   (empty hello refusals, resets), each sent once and never kept for
 //!   retransmission, so a forger gets at most one small frame per frame it
@@ -27,7 +29,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use super::wire::{FLAG_BUNDLE, Frame, FrameType, Header, Mac};
+use super::wire::{FLAG_BUNDLE, Frame, FrameType, Header, Mac, WireError};
 use super::{Config, Server, ServerEvent};
 
 /// `Reset` flag: the node (at the frame's server epoch, its current one)
@@ -47,6 +49,44 @@ pub enum Unknown {
     Restarted,
     /// Anything else: drop silently.
     Drop,
+}
+
+/// The whole Ethernet frame that opens a session: message 1 (`hello`,
+/// a `ClientHello`) unfragmented in one plain `Request` frame to a node not
+/// heard from yet (server epoch 0), the shape [`classify`] calls
+/// [`Unknown::Opening`]. For tests and the torture harness, which send such
+/// frames from hosts that hold no session.
+pub fn opening_frame(
+    ethertype: u16,
+    dst: Mac,
+    src: Mac,
+    client_epoch: u32,
+    hello: &[u8],
+) -> Result<Vec<u8>, WireError> {
+    let header = Header {
+        dst,
+        src,
+        ethertype,
+        ty: FrameType::Request,
+        flags: 0,
+        client_epoch,
+        server_epoch: 0,
+        seq: 1,
+        frag_index: 0,
+        frag_count: 1,
+        msg_len: u32::try_from(hello.len()).map_err(|_| WireError::TooLong)?,
+        ack_cum: 1,
+        ack_bits: 0,
+        credit: 0,
+    };
+    let frame = Frame {
+        header,
+        payload: hello,
+    };
+    let mut buf = vec![0u8; frame.encoded_len()];
+    let len = frame.encode(&mut buf)?;
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// Classifies `h`, a frame for no session held, at node epoch `ours`.
